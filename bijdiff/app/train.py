@@ -1,0 +1,85 @@
+"""``train(cfg)``: compose data, model, trainer, loggers and callbacks from a config and fit."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import WikiTextDataModule
+from ..lit import DiffusionLM
+from .common import count_parameters, log
+
+MODULE_GROUPS = ("model", "diffusion", "optim", "ema", "eval", "data")
+
+
+def build_datamodule(data_cfg: DictConfig | dict, **overrides: Any) -> WikiTextDataModule:
+    """The WikiText-2 data module from the ``data`` config group."""
+    d = dict(OmegaConf.to_container(data_cfg, resolve=True)) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
+    d.update(overrides)
+    files = d.get("files") or {}
+    files = {k: str(Path(v).expanduser().resolve()) for k, v in files.items() if v}
+    return WikiTextDataModule(
+        files=files,
+        hub_name=d["hub_name"],
+        hub_config=d["hub_config"],
+        vocab_size=d["vocab_size"],
+        seq_len=d["seq_len"],
+        batch_size=d["batch_size"],
+        eval_batch_size=d["eval_batch_size"],
+        num_workers=d["num_workers"],
+        cache_dir=d["cache_dir"],
+        tokenizer_json=d.get("tokenizer_json"),
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train a denoiser as configured; return the best validation NLL and where outputs went."""
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+
+    datamodule = build_datamodule(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    log.info("data: %s", datamodule.describe())
+
+    module = DiffusionLM({k: plain[k] for k in MODULE_GROUPS}, num_tokens=datamodule.num_tokens)
+    module.words_per_token = datamodule.words_per_token("validation")
+    module.extra_state = {
+        "tokenizer": datamodule.tokenizer_json,
+        "unigram_counts": torch.from_numpy(datamodule.unigram_counts()),
+    }
+    log.info("model: %s, %s parameters", cfg.model.name, f"{count_parameters(module.model):,}")
+
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    loggers = [instantiate(lg) for lg in cfg.logger.values()] if cfg.get("logger") else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for lg in trainer.loggers:
+        lg.log_hyperparams(plain)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else math.nan
+    result = {
+        "best_val_nll": best,
+        "best_val_ppl": math.exp(best) if math.isfinite(best) else math.nan,
+        "best_ckpt": checkpoint.best_model_path if checkpoint else None,
+        "last_ckpt": checkpoint.last_model_path if checkpoint else None,
+        "output_dir": str(cfg.paths.output_dir),
+        "global_step": trainer.global_step,
+    }
+    if trainer.is_global_zero:
+        print(
+            f"bijdiff: done at step {trainer.global_step}: best validation bound {best:.4f} nats/token "
+            f"(ppl {result['best_val_ppl']:.2f}); checkpoints in {Path(result['best_ckpt'] or cfg.paths.output_dir).parent}; "
+            f"logs and metrics in {cfg.paths.output_dir}",
+            flush=True,
+        )
+    return result

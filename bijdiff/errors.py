@@ -1,0 +1,16 @@
+"""Errors a user can fix: the application prints their message and exits non-zero, no traceback."""
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown configuration value; the message names the key and what to change."""
+
+
+class DataError(RuntimeError):
+    """A data file or source is missing, empty or unreadable; the message says what to change."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or was not written by bijdiff."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError)

@@ -1,0 +1,119 @@
+"""The LightningModule: SEDD objective, optimisation, EMA and validation likelihood bound."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import grad_norm
+from torchmetrics.aggregation import SumMetric
+
+from ..diffusion import build_noise, dwdse, elbo_nats, stratified_times
+from ..models import build_model
+from .ema import EMA
+
+
+class DiffusionLM(L.LightningModule):
+    """Trains a denoiser with the DWDSE loss and validates it with the ELBO (nats/token).
+
+    ``cfg`` holds the ``model``, ``diffusion``, ``optim``, ``ema`` and ``eval`` groups as plain
+    dicts; ``num_tokens`` is the tokenizer's real vocabulary (``[MASK]`` excluded).
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], num_tokens: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = cfg
+        self.model = build_model(cfg, num_tokens)
+        self.graph = self.model.graph
+        d = cfg["diffusion"]
+        self.noise = build_noise(d["noise"], eps=d["noise_eps"])
+        self.t_min = float(d["t_min"])
+        self.ema = EMA(self.model, cfg["ema"]["decay"]) if cfg["ema"]["decay"] > 0 else None
+        self.val_nats = SumMetric()
+        self.val_tokens = SumMetric()
+        self.words_per_token: float | None = None  # set by the application from the data
+        self.extra_state: dict[str, Any] = {}  # tokenizer, unigram counts: saved in checkpoints
+        self._last_step_time: float | None = None
+
+    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.model(x_t, sigma)
+
+    # -- training ----------------------------------------------------------------------------
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x0, mask = batch["input_ids"], batch["loss_mask"]
+        t = stratified_times(x0.shape[0], x0.device, self.t_min, rank=self.global_rank, world_size=self.trainer.world_size)
+        nats = dwdse(self.model, self.graph, self.noise, x0, t, mask)
+        loss = nats.sum() / mask.sum()
+        self.log("train/loss", loss, prog_bar=True)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            self.log("train/tokens_per_s", x0.numel() * self.trainer.world_size / (now - self._last_step_time), prog_bar=True)
+        self._last_step_time = now
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.cfg["optim"]
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o["lr"],
+            betas=tuple(o["betas"]),
+            eps=o["eps"],
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup, floor = int(o["warmup_steps"]), float(o["min_lr_ratio"])
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- validation: the ELBO with EMA weights -----------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_generator = torch.Generator(device=self.device).manual_seed(int(self.cfg["eval"]["seed"]))
+        if self.ema is not None:
+            self._ema_context = self.ema.averaged(self.model)
+            self._ema_context.__enter__()
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        x0, mask = batch["input_ids"], batch["loss_mask"]
+        nats = elbo_nats(self.model, self.graph, self.noise, x0, mask, int(self.cfg["eval"]["t_samples"]), self._val_generator)
+        self.val_nats.update(nats.mean(1).sum())
+        self.val_tokens.update(mask.sum())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.ema is not None:
+            self._ema_context.__exit__(None, None, None)
+        nll = self.val_nats.compute() / self.val_tokens.compute()
+        self.val_nats.reset()
+        self.val_tokens.reset()
+        self.log("val/nll", nll, prog_bar=True, sync_dist=False)
+        self.log("val/ppl", torch.exp(nll))
+        if self.words_per_token:
+            self.log("val/ppl_word", torch.exp(nll / self.words_per_token))
+
+    # -- checkpoint extras -------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["bijdiff"] = dict(self.extra_state, words_per_token=self.words_per_token)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extra = dict(checkpoint.get("bijdiff", {}))
+        self.words_per_token = extra.pop("words_per_token", None)
+        self.extra_state = extra

@@ -1,0 +1,62 @@
+"""Progress reporting: rich bars on a terminal, plain lines (for logs and CI) otherwise."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from ..errors import ConfigError
+
+
+class PlainProgress(ProgressBar):
+    """Prints one line every ``every`` steps: step, loss, tokens/s and ETA; and each validation."""
+
+    def __init__(self, every: int = 50) -> None:
+        super().__init__()
+        self.every = max(1, every)
+        self._enabled = True
+        self._start: float | None = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if not self._enabled or step % self.every != 0 or trainer.global_rank != 0:
+            return
+        m = trainer.callback_metrics
+        elapsed = time.perf_counter() - (self._start or time.perf_counter())
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        eta = f" eta {_clock(elapsed / step * (total - step))}" if total and step else ""
+        loss = f" loss {float(m['train/loss']):.4f}" if "train/loss" in m else ""
+        speed = f" {float(m['train/tokens_per_s']):,.0f} tok/s" if "train/tokens_per_s" in m else ""
+        of = f"/{total}" if total else ""
+        print(f"step {step}{of}{loss}{speed} elapsed {_clock(elapsed)}{eta}", flush=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        if self._enabled and trainer.global_rank == 0 and "val/nll" in m and not trainer.sanity_checking:
+            print(f"validation @ step {trainer.global_step}: nll bound {float(m['val/nll']):.4f} nats/token, "
+                  f"ppl bound {float(m['val/ppl']):.2f}", flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def progress_bar(style: str = "auto", every: int = 50) -> ProgressBar:
+    """``rich`` on a terminal, ``plain`` lines otherwise (``auto``), or the one asked for."""
+    if style not in ("auto", "rich", "plain"):
+        raise ConfigError(f"callbacks.progress.style must be auto, rich or plain, got {style!r}")
+    if style == "rich" or (style == "auto" and sys.stdout.isatty()):
+        return RichProgressBar()
+    return PlainProgress(every)

@@ -1,0 +1,148 @@
+"""Transformer pieces shared by every denoiser: rotary attention, MLP, adaLN, time embedding."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from ..errors import ConfigError
+
+
+def rotary_tables(length: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables ``[L, head_dim/2]`` for rotary position embeddings (fp32)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs ``(x[..., :h/2], x[..., h/2:])`` of ``x: [B, H, L, h]`` by position."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return rotated.to(x.dtype)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: ``x · (1 + scale) + shift`` with per-sequence ``shift, scale: [B, dim]``."""
+    return x * (1.0 + scale[:, None, :]) + shift[:, None, :]
+
+
+class AdaLN(nn.Module):
+    """Pre-LayerNorm whose shift, scale and output gate come from the conditioning vector.
+
+    The projection is zero-initialised, so at initialisation the gate is 0 and the sub-layer it
+    wraps contributes nothing: a fresh residual block is the identity.
+    """
+
+    def __init__(self, dim: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.proj = nn.Linear(cond_dim, 3 * dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the modulated normalised input and the gate ``[B, 1, dim]`` for the output."""
+        shift, scale, gate = self.proj(F.silu(cond)).chunk(3, dim=-1)
+        return modulate(self.norm(x), shift, scale), gate[:, None, :]
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head attention with rotary positions (``scaled_dot_product_attention``)."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % n_heads != 0:
+            raise ConfigError(f"model.d_model={dim} must be divisible by model.n_heads={n_heads}")
+        if (dim // n_heads) % 2 != 0:
+            raise ConfigError(f"head width d_model/n_heads={dim // n_heads} must be even for rotary positions")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, dim = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
+        cos, sin = rotary_tables(length, dim // self.n_heads, x.device)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        return self.out(y.transpose(1, 2).reshape(b, length, dim))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network with a tanh-GELU."""
+
+    def __init__(self, dim: int, mlp_ratio: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden = int(round(dim * mlp_ratio))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConditionedSublayer(nn.Module):
+    """``gate(c) · f(adaLN(x, c))``: the residual branch of a block, conditioned on time.
+
+    The same branch serves a standard residual block (``x + branch(x, c)``) and, later, the
+    coupling functions of a reversible block.
+    """
+
+    def __init__(self, dim: int, cond_dim: int, inner: nn.Module, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.adaln = AdaLN(dim, cond_dim)
+        self.inner = inner
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h, gate = self.adaln(x, cond)
+        return gate * self.dropout(self.inner(h))
+
+
+def attention_branch(dim: int, cond_dim: int, n_heads: int, dropout: float) -> ConditionedSublayer:
+    """The attention residual branch (``F`` in a reversible block)."""
+    return ConditionedSublayer(dim, cond_dim, SelfAttention(dim, n_heads, dropout), dropout)
+
+
+def mlp_branch(dim: int, cond_dim: int, mlp_ratio: float, dropout: float) -> ConditionedSublayer:
+    """The MLP residual branch (``G`` in a reversible block)."""
+    return ConditionedSublayer(dim, cond_dim, MLP(dim, mlp_ratio, dropout), dropout)
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features of the noise level σ̄, then an MLP, giving the conditioning vector."""
+
+    def __init__(self, cond_dim: int, freq_dim: int = 256, max_period: float = 10000.0) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.max_period = max_period
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+        args = sigma.float()[:, None] * freqs[None, :]
+        features = torch.cat([args.cos(), args.sin()], dim=-1)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+class OutputHead(nn.Module):
+    """Final adaLN and a zero-initialised projection to token logits (uniform scores at step 0)."""
+
+    def __init__(self, dim: int, cond_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.modulation = nn.Linear(cond_dim, 2 * dim)
+        self.proj = nn.Linear(dim, out_dim)
+        for layer in (self.modulation, self.proj):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.modulation(F.silu(cond)).chunk(2, dim=-1)
+        return self.proj(modulate(self.norm(h), shift, scale))

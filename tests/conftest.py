@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny generated WikiText-like files and composed tiny configs."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+WORDS = ("the cat dog sat on a mat and ran to big red house with <unk> @-@ of in is was "
+         "river city song film game team year first new one two three = , .").split()
+
+
+def _fake_wiki(n_lines: int, seed: int) -> str:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n_lines):
+        if i % 7 == 0:
+            lines.append(" ")
+        elif i % 7 == 1:
+            lines.append(f" = {rng.choice(WORDS).title()} {rng.choice(WORDS)} = ")
+        else:
+            lines.append(" " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) + " ")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def wiki_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small train/validation/test files in the classic one-line-per-line WikiText layout."""
+    d = tmp_path_factory.mktemp("wiki")
+    files = {}
+    for split, n, seed in (("train", 400, 0), ("validation", 60, 1), ("test", 70, 2)):
+        files[split] = d / f"wiki.{split}.tokens"
+        files[split].write_text(_fake_wiki(n, seed), encoding="utf-8")
+    return files
+
+
+TINY = [
+    "model.d_model=32",
+    "model.n_layers=2",
+    "model.n_heads=2",
+    "model.cond_dim=16",
+    "data.vocab_size=300",
+    "data.seq_len=16",
+    "data.batch_size=4",
+    "data.eval_batch_size=8",
+    "trainer.accelerator=cpu",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=1",
+    "optim.warmup_steps=1",
+    "callbacks.progress.style=plain",
+    "callbacks.progress.every=1",
+]
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` with overrides, outside any Hydra run."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+@pytest.fixture
+def tiny_train_cfg(tmp_path: Path, wiki_files: dict[str, Path]):
+    """A factory for tiny training configs on the generated files, writing under ``tmp_path``."""
+
+    def make(*extra: str) -> DictConfig:
+        return compose_config(
+            "train",
+            TINY
+            + [f"data.files.{k}={v}" for k, v in wiki_files.items()]
+            + [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+            + list(extra),
+        )
+
+    return make
