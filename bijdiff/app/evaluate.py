@@ -66,8 +66,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     data_cfg = dict(module.hparams["cfg"]["data"])
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "files"}
-    files = {k: v for k, v in (data_cfg.get("files") or {}).items() if k != "train"}
-    files.update({k: v for k, v in (cfg.data.files or {}).items() if v})
+    stored = data_cfg.get("files") or {}
+    given = {k: v for k, v in (cfg.data.files or {}).items() if v}
+    path = given.get(cfg.split) or stored.get(cfg.split) or (stored.get("validation") if cfg.split == "test" else None)
+    files = {cfg.split: path} if path else {}  # none: the hub, as in training
     datamodule = build_datamodule(
         data_cfg, files=files, tokenizer_json=module.extra_state["tokenizer"], eval_batch_size=cfg.batch_size, **overrides
     )

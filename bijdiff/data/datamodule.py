@@ -80,15 +80,24 @@ class WikiTextDataModule(L.LightningDataModule):
         unknown = set(self.files) - set(SPLITS)
         if unknown:
             raise DataError(f"unknown split(s) in data.files: {sorted(unknown)}; use {list(SPLITS)}")
-        needed = ["validation", "test"] if self.tokenizer_given else list(SPLITS)
-        if "train" not in self.files and not self.tokenizer_given:
-            raise DataError("data.files.train is required when loading local files (the tokenizer is trained on it)")
-        if "validation" not in self.files:
-            raise DataError("data.files.validation is required when loading local files")
-        lines = {split: read_lines(self.files[split]) for split in needed if split in self.files}
+        if self.tokenizer_given:  # evaluation: only the evaluation split(s) given are needed
+            needed = [split for split in ("validation", "test") if split in self.files]
+            if not needed:
+                raise DataError("set data.files.test (or data.files.validation) to the file to evaluate")
+        else:
+            for split in ("train", "validation"):
+                if split not in self.files:
+                    raise DataError(
+                        f"data.files.{split} is required when loading local files "
+                        "(the tokenizer is trained on train; validation drives checkpointing)"
+                    )
+            needed = [split for split in SPLITS if split in self.files]
+        lines = {split: read_lines(self.files[split]) for split in needed}
         if "test" not in lines:
-            warnings.warn("data.files.test not set: the test split falls back to the validation split", stacklevel=2)
+            if not self.tokenizer_given:
+                warnings.warn("data.files.test not set: the test split falls back to the validation split", stacklevel=2)
             lines["test"] = lines["validation"]
+        lines.setdefault("validation", lines["test"])
         return lines
 
     def _tokenize(self, split: str, lines: list[str], tok_key: str) -> TokenizedSplit:

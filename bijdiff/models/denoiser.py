@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..diffusion.graph import Absorbing
-from .layers import OutputHead, TimestepEmbedding
+from ..nn.layers import OutputHead, TimestepEmbedding
 
 
 class Denoiser(nn.Module):

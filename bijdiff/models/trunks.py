@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import attention_branch, mlp_branch
+from ..nn.layers import attention_branch, mlp_branch
 from ..errors import ConfigError
 
 

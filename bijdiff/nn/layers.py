@@ -9,16 +9,19 @@ from torch import nn
 from ..errors import ConfigError
 
 
-def rotary_tables(length: int, head_dim: int, device: torch.device, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine and sine tables ``[L, head_dim/2]`` for rotary position embeddings (fp32)."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * inv_freq[None, :]
+def rotary_tables(
+    length: int, head_dim: int, device: torch.device, dtype: torch.dtype = torch.float32, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables ``[L, head_dim/2]`` for rotary position embeddings (≥ fp32)."""
+    dtype = torch.promote_types(dtype, torch.float32)
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=dtype) / head_dim)
+    angles = torch.arange(length, device=device, dtype=dtype)[:, None] * inv_freq[None, :]
     return angles.cos(), angles.sin()
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs ``(x[..., :h/2], x[..., h/2:])`` of ``x: [B, H, L, h]`` by position."""
-    x1, x2 = x.float().chunk(2, dim=-1)
+    x1, x2 = x.to(cos.dtype).chunk(2, dim=-1)
     rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return rotated.to(x.dtype)
 
@@ -35,23 +38,25 @@ class AdaLN(nn.Module):
     wraps contributes nothing: a fresh residual block is the identity.
     """
 
-    def __init__(self, dim: int, cond_dim: int) -> None:
+    def __init__(self, dim: int, cond_dim: int, out_dim: int | None = None) -> None:
         super().__init__()
+        self.dim = dim
         self.norm = nn.LayerNorm(dim, elementwise_affine=False)
-        self.proj = nn.Linear(cond_dim, 3 * dim)
+        self.proj = nn.Linear(cond_dim, 2 * dim + (out_dim or dim))
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the modulated normalised input and the gate ``[B, 1, dim]`` for the output."""
-        shift, scale, gate = self.proj(F.silu(cond)).chunk(3, dim=-1)
+        """Return the modulated normalised input and the gate ``[B, 1, out_dim]`` for the output."""
+        mod = self.proj(F.silu(cond))
+        shift, scale, gate = mod[:, : self.dim], mod[:, self.dim : 2 * self.dim], mod[:, 2 * self.dim :]
         return modulate(self.norm(x), shift, scale), gate[:, None, :]
 
 
 class SelfAttention(nn.Module):
     """Bidirectional multi-head attention with rotary positions (``scaled_dot_product_attention``)."""
 
-    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, out_dim: int | None = None) -> None:
         super().__init__()
         if dim % n_heads != 0:
             raise ConfigError(f"model.d_model={dim} must be divisible by model.n_heads={n_heads}")
@@ -59,13 +64,13 @@ class SelfAttention(nn.Module):
             raise ConfigError(f"head width d_model/n_heads={dim // n_heads} must be even for rotary positions")
         self.n_heads = n_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=False)
+        self.out = nn.Linear(dim, out_dim or dim, bias=False)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, dim = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
-        cos, sin = rotary_tables(length, dim // self.n_heads, x.device)
+        cos, sin = rotary_tables(length, dim // self.n_heads, x.device, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
@@ -75,11 +80,11 @@ class SelfAttention(nn.Module):
 class MLP(nn.Module):
     """Position-wise feed-forward network with a tanh-GELU."""
 
-    def __init__(self, dim: int, mlp_ratio: float, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, mlp_ratio: float, dropout: float = 0.0, out_dim: int | None = None) -> None:
         super().__init__()
         hidden = int(round(dim * mlp_ratio))
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Dropout(dropout), nn.Linear(hidden, dim)
+            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Dropout(dropout), nn.Linear(hidden, out_dim or dim)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,9 +98,9 @@ class ConditionedSublayer(nn.Module):
     coupling functions of a reversible block.
     """
 
-    def __init__(self, dim: int, cond_dim: int, inner: nn.Module, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, cond_dim: int, inner: nn.Module, dropout: float = 0.0, out_dim: int | None = None) -> None:
         super().__init__()
-        self.adaln = AdaLN(dim, cond_dim)
+        self.adaln = AdaLN(dim, cond_dim, out_dim)
         self.inner = inner
         self.dropout = nn.Dropout(dropout)
 
@@ -104,14 +109,14 @@ class ConditionedSublayer(nn.Module):
         return gate * self.dropout(self.inner(h))
 
 
-def attention_branch(dim: int, cond_dim: int, n_heads: int, dropout: float) -> ConditionedSublayer:
-    """The attention residual branch (``F`` in a reversible block)."""
-    return ConditionedSublayer(dim, cond_dim, SelfAttention(dim, n_heads, dropout), dropout)
+def attention_branch(dim: int, cond_dim: int, n_heads: int, dropout: float, out_dim: int | None = None) -> ConditionedSublayer:
+    """The attention residual branch (``F`` in a reversible block); ``out_dim`` defaults to ``dim``."""
+    return ConditionedSublayer(dim, cond_dim, SelfAttention(dim, n_heads, dropout, out_dim), dropout, out_dim)
 
 
-def mlp_branch(dim: int, cond_dim: int, mlp_ratio: float, dropout: float) -> ConditionedSublayer:
-    """The MLP residual branch (``G`` in a reversible block)."""
-    return ConditionedSublayer(dim, cond_dim, MLP(dim, mlp_ratio, dropout), dropout)
+def mlp_branch(dim: int, cond_dim: int, mlp_ratio: float, dropout: float, out_dim: int | None = None) -> ConditionedSublayer:
+    """The MLP residual branch (``G`` in a reversible block); ``out_dim`` defaults to ``dim``."""
+    return ConditionedSublayer(dim, cond_dim, MLP(dim, mlp_ratio, dropout, out_dim), dropout, out_dim)
 
 
 class TimestepEmbedding(nn.Module):

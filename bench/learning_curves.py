@@ -1,0 +1,60 @@
+"""Summarise training runs' validation curves as a Markdown table (and optionally a PNG plot).
+
+Usage: python bench/learning_curves.py NAME=RUN_DIR [NAME=RUN_DIR ...] [--png curves.png]
+RUN_DIR is a ``train.py`` run directory (it holds ``csv/metrics.csv``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+
+def read_curve(run_dir: Path) -> dict[int, float]:
+    """``{step: val/nll}`` from a run's CSV log (the step is the optimizer step of the validation)."""
+    curve: dict[int, float] = {}
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("val/nll"):
+                curve[int(row["step"]) + 1] = float(row["val/nll"])
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
+    parser.add_argument("--png", type=Path, default=None, help="write a plot of val/nll vs step")
+    parser.add_argument("--unigram", type=float, default=None, help="unigram nats/token to draw as a reference")
+    args = parser.parse_args()
+    curves = {}
+    for spec in args.runs:
+        name, _, path = spec.partition("=")
+        curves[name] = read_curve(Path(path))
+    steps = sorted({s for c in curves.values() for s in c})
+    print("| run | " + " | ".join(f"step {s}" for s in steps) + " |")
+    print("| --- |" + " --- |" * len(steps))
+    for name, c in curves.items():
+        cells = [f"{c[s]:.3f} ({math.exp(c[s]):.0f})" if s in c else "" for s in steps]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, c in curves.items():
+            ax.plot(list(c), list(c.values()), marker="o", label=name)
+        if args.unigram:
+            ax.axhline(args.unigram, color="gray", ls="--", label="unigram")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("validation ELBO bound (nats/token)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=120)
+        print(f"\nplot written to {args.png}")
+
+
+if __name__ == "__main__":
+    main()
