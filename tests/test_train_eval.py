@@ -123,3 +123,18 @@ def test_cli_config_error_exits_2_with_one_line(tmp_path: Path, wiki_files) -> N
     assert proc.returncode == 2
     assert "bijdiff: error: model.d_model=256 must be divisible by model.n_heads=3" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("model", ["bijective", "hybrid"])
+def test_bijective_and_hybrid_train_and_evaluate(model, tiny_train_cfg, tmp_path: Path) -> None:
+    cfg = tiny_train_cfg(f"model={model}", "model.d_model=32", "model.n_heads=2", "model.cond_dim=16",
+                         "callbacks.invertibility.every_n_steps=2")
+    result = train(cfg)
+    header = (Path(result["output_dir"]) / "csv" / "metrics.csv").read_text().splitlines()[0]
+    if model == "bijective":
+        assert "invert/rel_error" in header and "invert/logdet_mean" in header
+    else:
+        assert "invert/rel_error" not in header
+    metrics = evaluate(compose_config("eval", [f"ckpt_path={result['best_ckpt']}", f"paths.output_dir={tmp_path / 'eval'}",
+                                               f"paths.cache_dir={cfg.paths.cache_dir}", "device=cpu", "t_samples=2"]))
+    assert metrics["model"] == model and math.isfinite(metrics["nll_per_token"])

@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import WikiTextDataModule
 from ..lit import DiffusionLM
-from .common import count_parameters, log
+from ..models import describe_model
+from .common import log
 
 MODULE_GROUPS = ("model", "diffusion", "optim", "ema", "eval", "data")
 
@@ -55,7 +56,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "tokenizer": datamodule.tokenizer_json,
         "unigram_counts": torch.from_numpy(datamodule.unigram_counts()),
     }
-    log.info("model: %s, %s parameters", cfg.model.name, f"{count_parameters(module.model):,}")
+    log.info("model: %s", describe_model(plain, module.model))
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(lg) for lg in cfg.logger.values()] if cfg.get("logger") else False

@@ -1,21 +1,29 @@
 """Build a denoiser from a composed config (``model``, ``diffusion`` and ``data`` groups)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from ..diffusion.graph import build_graph
-from .denoiser import Denoiser
-from .trunks import StandardTrunk
 from ..errors import ConfigError
+from .denoiser import Denoiser
+from .trunks import HybridTrunk, StandardTrunk, bijective_stack
 
 
 def _standard_trunk(m: Mapping[str, Any]) -> nn.Module:
     return StandardTrunk(m["d_model"], m["cond_dim"], m["n_layers"], m["n_heads"], m["mlp_ratio"], m["dropout"])
 
 
-TRUNKS = {"standard": _standard_trunk}
+def _bijective_trunk(m: Mapping[str, Any]) -> nn.Module:
+    return bijective_stack(m, m["n_layers"])
+
+
+TRUNKS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "standard": _standard_trunk,
+    "bijective": _bijective_trunk,
+    "hybrid": HybridTrunk,
+}
 
 
 def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denoiser:
@@ -31,3 +39,19 @@ def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denois
         num_tokens = int(cfg["data"]["vocab_size"]) - 1
     graph = build_graph(cfg["diffusion"]["graph"], num_tokens)
     return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"])
+
+
+def describe_model(cfg: Mapping[str, Any], model: Denoiser) -> str:
+    """"N/M reversible blocks, P parameters (standard at the same size: Q)" for the build log."""
+    from ..nn import ReversibleBlock
+
+    m = cfg["model"]
+    n_rev = sum(isinstance(mod, ReversibleBlock) for mod in model.modules())
+    n_total = len(m["layers"]) if m["name"] == "hybrid" else m["n_layers"]
+    params = sum(p.numel() for p in model.parameters())
+    standard_cfg = {
+        "model": {k: m[k] for k in ("d_model", "n_heads", "mlp_ratio", "dropout", "cond_dim")} | {"name": "standard", "n_layers": n_total},
+        "diffusion": cfg["diffusion"],
+    }
+    reference = sum(p.numel() for p in build_model(standard_cfg, model.graph.num_tokens).parameters())
+    return f"{m['name']}: {n_rev}/{n_total} reversible blocks, {params:,} parameters (standard at the same size: {reference:,})"

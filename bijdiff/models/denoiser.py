@@ -5,14 +5,18 @@ import torch
 from torch import nn
 
 from ..diffusion.graph import Absorbing
+from ..nn import Bijection
 from ..nn.layers import OutputHead, TimestepEmbedding
+from .trunks import merge_streams, split_streams
 
 
 class Denoiser(nn.Module):
     """``model(x_t: Long[B, L], sigma: Float[B]) -> Float[B, L, graph.dim]`` log-scores.
 
-    The trunk maps embeddings ``[B, L, d_model]`` to features of the same shape under the time
-    conditioning ``cond = embed(σ̄)``; the graph turns the head's logits into log-scores.
+    The trunk (``backbone``) maps embeddings to features under the time conditioning
+    ``cond = embed(σ̄)``; the graph turns the head's logits into log-scores. A bijective backbone
+    works on the two-stream state: the embedding is duplicated into both streams and the
+    streams are averaged for the head.
     """
 
     def __init__(self, graph: Absorbing, backbone: nn.Module, d_model: int, cond_dim: int) -> None:
@@ -23,9 +27,23 @@ class Denoiser(nn.Module):
         self.backbone = backbone
         self.head = OutputHead(d_model, cond_dim, graph.num_tokens)
 
-    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    @property
+    def bijective(self) -> bool:
+        """Whether the trunk is a ``Bijection`` (exact inverse and log-det)."""
+        return isinstance(self.backbone, Bijection)
+
+    def features(self, x_t: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk features ``[B, L, d_model]`` for the head, and the conditioning vector."""
         cond = self.sigma_embed(sigma)
-        h = self.backbone(self.embed(x_t), cond)
+        h = self.embed(x_t)
+        if self.bijective:
+            h = merge_streams(self.backbone(split_streams(h), cond)[0])
+        else:
+            h = self.backbone(h, cond)
+        return h, cond
+
+    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        h, cond = self.features(x_t, sigma)
         return self.graph.log_score_from_logits(self.head(h, cond), x_t, sigma[:, None])
 
     def logits_at(self, x_t: torch.Tensor, sigma: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
@@ -34,7 +52,25 @@ class Denoiser(nn.Module):
         The trunk sees the whole sequence; only the head, the largest layer at big vocabularies,
         is restricted to the positions the loss scores.
         """
-        cond = self.sigma_embed(sigma)
-        h = self.backbone(self.embed(x_t), cond)
+        h, cond = self.features(x_t, sigma)
         rows_cond = cond[:, None, :].expand(-1, x_t.shape[1], -1)[where]
         return self.head(h[where][:, None, :], rows_cond).squeeze(1)
+
+    # -- the latent round trip (bijective trunks only) ---------------------------------------
+    def _require_bijective(self) -> None:
+        if not self.bijective:
+            self.backbone.inverse(None)  # non-invertible trunks raise NotInvertibleError naming their layers
+
+    def encode(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trunk's output ``[B, L, 2·d_model]`` for tokens ``x``, and its log-det ``[B]``."""
+        self._require_bijective()
+        return self.backbone(split_streams(self.embed(x)), self.sigma_embed(sigma))
+
+    def decode_latent(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Invert the trunk exactly and map each position to its nearest embedding row."""
+        self._require_bijective()
+        state, _ = self.backbone.inverse(y, self.sigma_embed(sigma))
+        h = state.chunk(2, dim=-1)[0]
+        table = self.embed.weight.to(h.dtype)
+        distances = (h * h).sum(-1, keepdim=True) - 2 * h @ table.T + (table * table).sum(-1)
+        return distances.argmin(-1)

@@ -1,11 +1,25 @@
 """Trunks: the stack of blocks between embedding and head, called ``trunk(h, cond)``."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
-from ..nn.layers import attention_branch, mlp_branch
 from ..errors import ConfigError
+from ..nn import ActNorm, Bijection, LULinear, NotInvertibleError, ReversibleBlock, ReversibleStack
+from ..nn.layers import attention_branch, mlp_branch
+
+MIXINGS = ("none", "lu")
+
+
+def not_invertible(pattern: str) -> NotInvertibleError:
+    """The error for an inverse asked of a trunk whose pattern holds standard (S) blocks."""
+    standard = ", ".join(str(i) for i, kind in enumerate(pattern) if kind == "S")
+    return NotInvertibleError(
+        f"the trunk {pattern} is not invertible: layer(s) {standard} are standard (S) blocks; "
+        "use model=bijective for an invertible trunk"
+    )
 
 
 class TransformerBlock(nn.Module):
@@ -38,3 +52,84 @@ class StandardTrunk(nn.Module):
         for block in self.blocks:
             h = block(h, cond)
         return h
+
+    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise not_invertible("S" * len(self.blocks))
+
+
+def bijective_stack(m: Mapping[str, Any], n_blocks: int) -> ReversibleStack:
+    """``n_blocks`` reversible blocks on the two-stream state of width ``2 · d_model``.
+
+    Before each block, optionally ActNorm (``model.actnorm``) and LU channel mixing
+    (``model.mixing: lu``); all of it exactly invertible with exact log-dets.
+    """
+    if n_blocks < 1:
+        raise ConfigError(f"a reversible trunk needs at least one block, got {n_blocks}")
+    if m["mixing"] not in MIXINGS:
+        raise ConfigError(f"unknown model.mixing={m['mixing']!r}; choose one of {list(MIXINGS)}")
+    width = m["d_model"]
+    layers: list[Bijection] = []
+    for _ in range(n_blocks):
+        if m["actnorm"]:
+            layers.append(ActNorm(2 * width))
+        if m["mixing"] == "lu":
+            layers.append(LULinear(2 * width))
+        layers.append(
+            ReversibleBlock(width, m["cond_dim"], m["n_heads"], m["mlp_ratio"], m["dropout"], m["coupling"], m["affine_clamp"])
+        )
+    stack = ReversibleStack(layers, memory_efficient=m["memory_efficient"])
+    stack.cond_dim = m["cond_dim"]
+    return stack
+
+
+def merge_streams(y: torch.Tensor) -> torch.Tensor:
+    """``(y1 + y2) / 2``: the two-stream state back to one stream for the head."""
+    y1, y2 = y.chunk(2, dim=-1)
+    return (y1 + y2) / 2
+
+
+def split_streams(h: torch.Tensor) -> torch.Tensor:
+    """Duplicate one stream into the two-stream state ``(h, h)`` (RevViT/Reformer style)."""
+    return torch.cat([h, h], dim=-1)
+
+
+class HybridTrunk(nn.Module):
+    """A layer pattern such as ``RRSS``: runs of reversible blocks (R) and standard blocks (S).
+
+    Each run of R blocks is a reversible stack on the duplicated two-stream state, merged back
+    to one stream after the run; S blocks are standard transformer blocks. Not invertible.
+    """
+
+    def __init__(self, m: Mapping[str, Any]) -> None:
+        super().__init__()
+        pattern = str(m["layers"]).upper()
+        if not pattern or set(pattern) - {"R", "S"}:
+            raise ConfigError(f"model.layers={m['layers']!r} must be a non-empty pattern of R and S, e.g. RRSS")
+        self.pattern = pattern
+        self.dim, self.cond_dim = m["d_model"], m["cond_dim"]
+        self.segments = nn.ModuleList()
+        i = 0
+        while i < len(pattern):
+            j = i
+            while j < len(pattern) and pattern[j] == pattern[i]:
+                j += 1
+            if pattern[i] == "R":
+                self.segments.append(bijective_stack(m, j - i))
+            else:
+                self.segments.extend(
+                    TransformerBlock(m["d_model"], m["cond_dim"], m["n_heads"], m["mlp_ratio"], m["dropout"]) for _ in range(j - i)
+                )
+            i = j
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        for segment in self.segments:
+            if isinstance(segment, ReversibleStack):
+                h = merge_streams(segment(split_streams(h), cond)[0])
+            else:
+                h = segment(h, cond)
+        return h
+
+    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if "S" in self.pattern:
+            raise not_invertible(self.pattern)
+        raise NotInvertibleError("an all-R hybrid is invertible in principle but not wired for it: use model=bijective")

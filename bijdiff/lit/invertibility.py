@@ -1,0 +1,77 @@
+"""A callback that checks, while training, that the bijective trunk still inverts exactly."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def trunk_round_trip(model: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor) -> dict[str, float]:
+    """Relative reconstruction error of the trunk on ``x0`` and its log-det statistics."""
+    from ..models.trunks import split_streams
+
+    was_training = model.training
+    model.eval()
+    try:
+        cond = model.sigma_embed(sigma)
+        state = split_streams(model.embed(x0))
+        y, logdet = model.backbone(state, cond)
+        rebuilt, logdet_inv = model.backbone.inverse(y, cond)
+        tokens = model.decode_latent(y, sigma)
+    finally:
+        model.train(was_training)
+    error = ((rebuilt - state).abs().max() / state.abs().max().clamp_min(1e-30)).item()
+    return {
+        "rel_error": error,
+        "logdet_mean": logdet.float().mean().item(),
+        "logdet_std": logdet.float().std().item() if logdet.numel() > 1 else 0.0,
+        "logdet_sum_error": (logdet + logdet_inv).abs().max().item(),
+        "token_round_trip": (tokens == x0).float().mean().item(),
+    }
+
+
+class InvertibilityMonitor(L.Callback):
+    """Every ``every_n_steps`` steps: the trunk's reconstruction error and log-det on a validation batch.
+
+    Logs ``invert/rel_error``, ``invert/logdet_mean``, ``invert/logdet_std`` and
+    ``invert/token_round_trip``, and warns when the error passes ``threshold``. Does nothing
+    (after saying so once) for models whose trunk is not a bijection.
+    """
+
+    def __init__(self, every_n_steps: int = 200, threshold: float = 1e-4, batch_size: int = 8) -> None:
+        super().__init__()
+        self.every_n_steps = max(1, every_n_steps)
+        self.threshold = threshold
+        self.batch_size = batch_size
+        self._batch: torch.Tensor | None = None
+        self._announced = False
+
+    def _validation_batch(self, trainer: L.Trainer) -> torch.Tensor:
+        if self._batch is None:
+            batch = next(iter(trainer.datamodule.val_dataloader()))
+            self._batch = batch["input_ids"][: self.batch_size]
+        return self._batch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        model = pl_module.model
+        if not getattr(model, "bijective", False):
+            if not self._announced:
+                log.info("invertibility monitor: %s trunk is not a bijection, nothing to monitor", type(model.backbone).__name__)
+                self._announced = True
+            return
+        if trainer.global_step % self.every_n_steps != 0:
+            return
+        x0 = self._validation_batch(trainer).to(pl_module.device)
+        sigma = torch.linspace(0.1, 5.0, x0.shape[0], device=pl_module.device)
+        stats = trunk_round_trip(model, x0, sigma)
+        pl_module.log_dict({f"invert/{k}": v for k, v in stats.items()}, rank_zero_only=True)
+        if stats["rel_error"] > self.threshold:
+            log.warning(
+                "invertibility monitor: trunk reconstruction error %.3g at step %d exceeds %.3g",
+                stats["rel_error"], trainer.global_step, self.threshold,
+            )
