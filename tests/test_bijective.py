@@ -15,7 +15,7 @@ from .test_nn import perturbed
 
 def cfg(name: str, **model):
     m = {"name": name, "d_model": 32, "n_layers": 3, "n_heads": 4, "mlp_ratio": 2.0, "dropout": 0.0, "cond_dim": 16,
-         "coupling": "additive", "affine_clamp": 2.0, "memory_efficient": True, "mixing": "none", "actnorm": False, "layers": "RRSS"}
+         "coupling": "additive", "affine_clamp": 2.0, "memory_efficient": True, "mixing": "none", "actnorm": False, "layers": "RRSS", "merge": "residual"}
     m.update(model)
     return {"model": m, "diffusion": {"graph": "absorb"}, "data": {"vocab_size": 65}}
 
@@ -96,3 +96,14 @@ def test_unknown_coupling_and_mixing_and_bad_pattern_are_config_errors() -> None
         build_model(cfg("bijective", mixing="householder"))
     with pytest.raises(ConfigError, match="pattern of R and S"):
         build_model(cfg("hybrid", layers="RRXS"))
+    with pytest.raises(ConfigError, match="unknown model.merge='max'"):
+        build_model(cfg("bijective", merge="max"))
+
+
+@pytest.mark.parametrize("merge", ["mean", "residual"])
+def test_fresh_bijective_trunk_hands_the_embedding_to_the_head(merge) -> None:
+    """Zero gates make the trunk the identity; both merges then give back the embedding."""
+    model = build_model(cfg("bijective", merge=merge))
+    x = torch.randint(64, (2, 7))
+    h, _ = model.features(x, torch.rand(2))
+    torch.testing.assert_close(h, model.embed(x))

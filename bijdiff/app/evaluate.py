@@ -82,7 +82,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     for i, batch in enumerate(loader):
         x0, mask = batch["input_ids"].to(device), batch["loss_mask"].to(device)
-        est = elbo_nats(model, module.graph, module.noise, x0, mask, int(cfg.t_samples), generator).double().cpu()
+        est = elbo_nats(model, module.graph, module.noise, x0, mask, int(cfg.t_samples), generator).cpu().double()
         means.append(est.mean(1))
         if cfg.t_samples > 1:
             variances.append(est.var(1) / cfg.t_samples)

@@ -69,7 +69,9 @@ class InvertibilityMonitor(L.Callback):
         x0 = self._validation_batch(trainer).to(pl_module.device)
         sigma = torch.linspace(0.1, 5.0, x0.shape[0], device=pl_module.device)
         stats = trunk_round_trip(model, x0, sigma)
-        pl_module.log_dict({f"invert/{k}": v for k, v in stats.items()}, rank_zero_only=True)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:  # once per check, not repeated at every logging step
+                logger.log_metrics({f"invert/{k}": v for k, v in stats.items()}, step=trainer.global_step)
         if stats["rel_error"] > self.threshold:
             log.warning(
                 "invertibility monitor: trunk reconstruction error %.3g at step %d exceeds %.3g",

@@ -8,7 +8,7 @@ from torch import nn
 from ..diffusion.graph import build_graph
 from ..errors import ConfigError
 from .denoiser import Denoiser
-from .trunks import HybridTrunk, StandardTrunk, bijective_stack
+from .trunks import MERGES, HybridTrunk, StandardTrunk, bijective_stack
 
 
 def _standard_trunk(m: Mapping[str, Any]) -> nn.Module:
@@ -38,7 +38,10 @@ def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denois
     if num_tokens is None:
         num_tokens = int(cfg["data"]["vocab_size"]) - 1
     graph = build_graph(cfg["diffusion"]["graph"], num_tokens)
-    return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"])
+    merge = m.get("merge", "residual")
+    if merge not in MERGES:
+        raise ConfigError(f"unknown model.merge={merge!r}; choose one of {list(MERGES)}")
+    return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"], merge)
 
 
 def describe_model(cfg: Mapping[str, Any], model: Denoiser) -> str:

@@ -16,12 +16,13 @@ class Denoiser(nn.Module):
     The trunk (``backbone``) maps embeddings to features under the time conditioning
     ``cond = embed(σ̄)``; the graph turns the head's logits into log-scores. A bijective backbone
     works on the two-stream state: the embedding is duplicated into both streams and the
-    streams are averaged for the head.
+    streams are merged for the head (``model.merge``).
     """
 
-    def __init__(self, graph: Absorbing, backbone: nn.Module, d_model: int, cond_dim: int) -> None:
+    def __init__(self, graph: Absorbing, backbone: nn.Module, d_model: int, cond_dim: int, merge: str = "residual") -> None:
         super().__init__()
         self.graph = graph
+        self.merge = merge
         self.embed = nn.Embedding(graph.dim, d_model)
         self.sigma_embed = TimestepEmbedding(cond_dim)
         self.backbone = backbone
@@ -37,7 +38,7 @@ class Denoiser(nn.Module):
         cond = self.sigma_embed(sigma)
         h = self.embed(x_t)
         if self.bijective:
-            h = merge_streams(self.backbone(split_streams(h), cond)[0])
+            h = merge_streams(self.backbone(split_streams(h), cond)[0], h, self.merge)
         else:
             h = self.backbone(h, cond)
         return h, cond

@@ -82,10 +82,22 @@ def bijective_stack(m: Mapping[str, Any], n_blocks: int) -> ReversibleStack:
     return stack
 
 
-def merge_streams(y: torch.Tensor) -> torch.Tensor:
-    """``(y1 + y2) / 2``: the two-stream state back to one stream for the head."""
+MERGES = ("mean", "residual")
+
+
+def merge_streams(y: torch.Tensor, h: torch.Tensor, mode: str = "residual") -> torch.Tensor:
+    """The two-stream state back to one stream for the head.
+
+    ``mean``: ``(y1 + y2) / 2``. ``residual``: ``y1 + y2 − h`` with ``h`` the stream that was
+    duplicated in; for additive blocks this is ``h + Σ F + Σ G``, the same sum of input and
+    branch outputs a standard transformer's residual stream carries.
+    """
     y1, y2 = y.chunk(2, dim=-1)
-    return (y1 + y2) / 2
+    if mode == "mean":
+        return (y1 + y2) / 2
+    if mode == "residual":
+        return y1 + y2 - h
+    raise ConfigError(f"unknown model.merge={mode!r}; choose one of {list(MERGES)}")
 
 
 def split_streams(h: torch.Tensor) -> torch.Tensor:
@@ -106,6 +118,7 @@ class HybridTrunk(nn.Module):
         if not pattern or set(pattern) - {"R", "S"}:
             raise ConfigError(f"model.layers={m['layers']!r} must be a non-empty pattern of R and S, e.g. RRSS")
         self.pattern = pattern
+        self.merge = m["merge"]
         self.dim, self.cond_dim = m["d_model"], m["cond_dim"]
         self.segments = nn.ModuleList()
         i = 0
@@ -124,7 +137,7 @@ class HybridTrunk(nn.Module):
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         for segment in self.segments:
             if isinstance(segment, ReversibleStack):
-                h = merge_streams(segment(split_streams(h), cond)[0])
+                h = merge_streams(segment(split_streams(h), cond)[0], h, self.merge)
             else:
                 h = segment(h, cond)
         return h
