@@ -4,7 +4,8 @@
 
 Each (variant, depth) runs in a fresh process, so its peak RSS is its own. Reported per train
 step of the trunk alone (embedding-sized input, loss on the output, backward included):
-bytes saved for backward (``saved_tensors_hooks``), peak RSS, and median step time.
+bytes saved for backward (``saved_tensors_hooks``), peak RSS, and the median step time over
+``--repeats`` steps after ``--warmup`` steps.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def worker(variant: str, depth: int, args: argparse.Namespace) -> dict:
         return saved
 
     saved = step()
+    for _ in range(args.warmup - 1):  # allocator and kernel warm-up
+        step()
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -73,7 +76,8 @@ def main() -> None:
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results/reversible_memory.json"))
     parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "DEPTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -85,7 +89,8 @@ def main() -> None:
     for depth in args.depths:
         for variant in VARIANTS:
             cmd = [sys.executable, __file__, "--worker", variant, str(depth), "--d-model", str(args.d_model),
-                   "--n-heads", str(args.n_heads), "--batch", str(args.batch), "--seq", str(args.seq), "--repeats", str(args.repeats)]
+                   "--n-heads", str(args.n_heads), "--batch", str(args.batch), "--seq", str(args.seq), "--repeats", str(args.repeats),
+                   "--warmup", str(args.warmup)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows.append(json.loads(out))
             print(f"{variant:>18} depth {depth:>2}: saved {rows[-1]['saved_bytes'] / 2**20:8.1f} MiB, "
