@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from bijdiff.app.evaluate import evaluate, load_module
 from bijdiff.app.train import train
