@@ -125,10 +125,16 @@ def test_cli_config_error_exits_2_with_one_line(tmp_path: Path, wiki_files) -> N
 
 
 @pytest.mark.parametrize("model", ["bijective", "hybrid"])
-def test_bijective_and_hybrid_train_and_evaluate(model, tiny_train_cfg, tmp_path: Path) -> None:
+def test_bijective_and_hybrid_train_and_evaluate(model, tiny_train_cfg, tmp_path: Path, caplog) -> None:
+    # a negative threshold makes the invertibility monitor warn at every check
     cfg = tiny_train_cfg(f"model={model}", "model.d_model=32", "model.n_heads=2", "model.cond_dim=16",
-                         "callbacks.invertibility.every_n_steps=2")
-    result = train(cfg)
+                         "callbacks.invertibility.every_n_steps=2", "callbacks.invertibility.threshold=-1")
+    with caplog.at_level("INFO"):
+        result = train(cfg)
+    if model == "bijective":
+        assert "trunk reconstruction error" in caplog.text and "exceeds -1" in caplog.text
+    else:
+        assert "not a bijection, nothing to monitor" in caplog.text
     header = (Path(result["output_dir"]) / "csv" / "metrics.csv").read_text().splitlines()[0]
     if model == "bijective":
         assert "invert/rel_error" in header and "invert/logdet_mean" in header
