@@ -2,14 +2,16 @@
 
     python bench/reversible_memory.py [--depths 2 4 8 16 32] [--out bench/results/reversible_memory.json]
 
-Each (variant, depth) runs in a fresh process, so its peak RSS is its own. Reported per train
-step of the trunk alone (embedding-sized input, loss on the output, backward included):
-bytes saved for backward (``saved_tensors_hooks``), peak RSS, and the median step time over
-``--repeats`` steps after ``--warmup`` steps.
+Per train step of the trunk alone (embedding-sized input, loss on the output, backward
+included): bytes saved for backward (``saved_tensors_hooks``) and peak RSS, each (variant, depth)
+alone in a fresh process; and the median step time over ``--repeats`` steps after ``--warmup``
+steps, the three variants' steps interleaved in one process per depth so that load from
+elsewhere on the machine affects them alike.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -22,7 +24,8 @@ from pathlib import Path
 VARIANTS = ("standard", "bijective", "bijective-memeff")
 
 
-def worker(variant: str, depth: int, args: argparse.Namespace) -> dict:
+def make_step(variant: str, depth: int, args: argparse.Namespace):
+    """A train step of the trunk (forward, loss, backward) returning the bytes saved for backward."""
     import torch
 
     from bijdiff import build_model
@@ -37,7 +40,7 @@ def worker(variant: str, depth: int, args: argparse.Namespace) -> dict:
     x = torch.randn(args.batch, args.seq, width)
     cond = torch.randn(args.batch, 128, requires_grad=True)
 
-    def step() -> int:
+    def step(count: bool = False) -> int:
         saved = 0
 
         def pack(t):
@@ -45,28 +48,37 @@ def worker(variant: str, depth: int, args: argparse.Namespace) -> dict:
             saved += t.numel() * t.element_size()
             return t
 
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if count else contextlib.nullcontext()
+        with hooks:
             out = trunk(x.requires_grad_(True), cond)
             out = out[0] if isinstance(out, tuple) else out
             loss = out.square().mean()
         loss.backward()
         return saved
 
-    saved = step()
-    for _ in range(args.warmup - 1):  # allocator and kernel warm-up
-        step()
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return {
-        "variant": variant,
-        "depth": depth,
-        "saved_bytes": saved,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "step_s": statistics.median(times),
-    }
+    return step
+
+
+def memory_worker(variant: str, depth: int, args: argparse.Namespace) -> dict:
+    """Saved-for-backward bytes and peak RSS of one variant, alone in its process."""
+    saved = make_step(variant, depth, args)(count=True)
+    return {"saved_bytes": saved, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def time_worker(depth: int, args: argparse.Namespace) -> dict:
+    """Median step time of every variant, steps interleaved in one process so machine noise hits all alike."""
+    steps = {v: make_step(v, depth, args) for v in VARIANTS}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for r in range(args.repeats):
+        order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
+        for v in order:
+            start = time.perf_counter()
+            steps[v]()
+            times[v].append(time.perf_counter() - start)
+    return {v: statistics.median(t) for v, t in times.items()}
 
 
 def main() -> None:
@@ -79,20 +91,26 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results/reversible_memory.json"))
-    parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "DEPTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-worker", nargs=2, metavar=("VARIANT", "DEPTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--time-worker", type=int, metavar="DEPTH", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args)))
+    if args.memory_worker:
+        print(json.dumps(memory_worker(args.memory_worker[0], int(args.memory_worker[1]), args)))
         return
+    if args.time_worker:
+        print(json.dumps(time_worker(args.time_worker, args)))
+        return
+
+    def run(*worker_args: str) -> dict:
+        cmd = [sys.executable, __file__, *worker_args, "--d-model", str(args.d_model), "--n-heads", str(args.n_heads),
+               "--batch", str(args.batch), "--seq", str(args.seq), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+        return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
 
     rows = []
     for depth in args.depths:
+        step_s = run("--time-worker", str(depth))
         for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--worker", variant, str(depth), "--d-model", str(args.d_model),
-                   "--n-heads", str(args.n_heads), "--batch", str(args.batch), "--seq", str(args.seq), "--repeats", str(args.repeats),
-                   "--warmup", str(args.warmup)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            rows.append(json.loads(out))
+            rows.append({"variant": variant, "depth": depth, **run("--memory-worker", variant, str(depth)), "step_s": step_s[variant]})
             print(f"{variant:>18} depth {depth:>2}: saved {rows[-1]['saved_bytes'] / 2**20:8.1f} MiB, "
                   f"peak RSS {rows[-1]['peak_rss_mb']:7.0f} MB, step {rows[-1]['step_s'] * 1000:7.1f} ms", flush=True)
 
