@@ -1,22 +1,27 @@
 """Noise schedules: total noise σ̄(t) and its rate dσ̄/dt for t in [0, 1]."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
+
 from ..errors import ConfigError
 
 
-class Noise:
+class Noise(ABC):
     """A schedule maps times ``t`` to ``(σ̄(t), dσ̄/dt)``, both float32 on ``t``'s device."""
 
     def __call__(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t = t.float()
         return self.total(t), self.rate(t)
 
-    def total(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def total(self, t: torch.Tensor) -> torch.Tensor:
+        """Total noise ``σ̄(t)``."""
 
-    def rate(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def rate(self, t: torch.Tensor) -> torch.Tensor:
+        """Its derivative ``dσ̄/dt``."""
 
 
 class LogLinearNoise(Noise):

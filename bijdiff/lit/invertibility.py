@@ -13,19 +13,17 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def trunk_round_trip(model: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor) -> dict[str, float]:
     """Relative reconstruction error of the trunk on ``x0`` and its log-det statistics."""
-    from ..models.trunks import split_streams
-
     was_training = model.training
     model.eval()
     try:
-        cond = model.sigma_embed(sigma)
-        state = split_streams(model.embed(x0))
-        y, logdet = model.backbone(state, cond)
-        rebuilt, logdet_inv = model.backbone.inverse(y, cond)
-        tokens = model.decode_latent(y, sigma)
+        y, logdet = model.encode(x0, sigma)
+        rebuilt, logdet_inv = model.backbone.inverse(y, model.sigma_embed(sigma))
     finally:
         model.train(was_training)
-    error = ((rebuilt - state).abs().max() / state.abs().max().clamp_min(1e-30)).item()
+    state = model.embed(x0)
+    first, second = rebuilt.chunk(2, dim=-1)
+    error = (torch.maximum((first - state).abs().max(), (second - state).abs().max()) / state.abs().max().clamp_min(1e-30)).item()
+    tokens = model.nearest_tokens(first)
     return {
         "rel_error": error,
         "logdet_mean": logdet.float().mean().item(),

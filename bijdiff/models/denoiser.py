@@ -71,7 +71,10 @@ class Denoiser(nn.Module):
         """Invert the trunk exactly and map each position to its nearest embedding row."""
         self._require_bijective()
         state, _ = self.backbone.inverse(y, self.sigma_embed(sigma))
-        h = state.chunk(2, dim=-1)[0]
+        return self.nearest_tokens(state.chunk(2, dim=-1)[0])
+
+    def nearest_tokens(self, h: torch.Tensor) -> torch.Tensor:
+        """The token whose embedding row is nearest (Euclidean) to each position of ``h``."""
         table = self.embed.weight.to(h.dtype)
         distances = (h * h).sum(-1, keepdim=True) - 2 * h @ table.T + (table * table).sum(-1)
         return distances.argmin(-1)

@@ -11,6 +11,7 @@ The inverse is computed from ``y`` alone: nothing from a forward pass is cached.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Iterable
 
 import torch
@@ -23,16 +24,18 @@ class NotInvertibleError(RuntimeError):
     """Raised when an inverse is asked of a stack that holds non-invertible layers."""
 
 
-class Bijection(nn.Module):
+class Bijection(nn.Module, ABC):
     """An invertible map with an exact log-determinant (see the module docstring)."""
 
     dim: int
 
+    @abstractmethod
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """``(y, log|det ∂y/∂x|)``."""
 
+    @abstractmethod
     def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """``(x, log|det ∂x/∂y|)``, computed from ``y`` alone."""
 
     def forward_for_replay(
         self, x: torch.Tensor, cond: torch.Tensor | None, record: bool = True
