@@ -144,8 +144,8 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     return a if b is None else a + b
 
 
-def _trainable(stack: nn.Module) -> list[nn.Parameter]:
-    return [p for p in stack.parameters() if p.requires_grad]
+def _trainable(layers: Iterable[nn.Module]) -> list[nn.Parameter]:
+    return [p for layer in layers for p in layer.parameters() if p.requires_grad]
 
 
 class _ReversibleStackFunction(torch.autograd.Function):
@@ -156,12 +156,12 @@ class _ReversibleStackFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, cond, stack, *params):
-        ctx.stack = stack
+    def forward(ctx, x, cond, layers, *params):
+        ctx.layers = layers
         ctx.autocast = capture_autocast(x.device)
         ctx.replay = []
         total = zero_logdet(x)
-        for layer in stack.layers:
+        for layer in layers:
             x, logdet, replay = layer.forward_for_replay(x, cond)
             ctx.replay.append(replay)
             total = total + logdet
@@ -171,15 +171,14 @@ class _ReversibleStackFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_logdet):
         y, cond = ctx.saved_tensors
-        stack = ctx.stack
         if grad_y is None:
             grad_y = torch.zeros_like(y)
         if grad_logdet is None:
             grad_logdet = zero_logdet(y)
         grads: list[torch.Tensor | None] = []
         grad_cond = None
-        for layer, replay in zip(reversed(stack.layers), reversed(ctx.replay)):
-            params = _trainable(layer)
+        for layer, replay in zip(reversed(ctx.layers), reversed(ctx.replay)):
+            params = _trainable([layer])
             y, grad_y, g_cond, g_params = layer.backward_from_output(
                 y, cond, grad_y, grad_logdet, params, replay, ctx.autocast
             )
@@ -191,11 +190,13 @@ class _ReversibleStackFunction(torch.autograd.Function):
 
 
 class ReversibleStack(BijectiveSequential):
-    """A sequence of bijections; with ``memory_efficient`` backprop keeps only the stack's output.
+    """A sequence of bijections; with ``memory_efficient`` backprop stores activations of one layer only.
 
-    Activations are then rebuilt block by block through the exact inverse during backward, so
-    activation memory does not grow with depth. Without it, plain autograd runs through the same
-    layers: the reference the efficient path is tested against.
+    The layers below the last are run without storing activations and rebuilt block by block
+    through the exact inverse during backward; the last layer keeps its autograd graph (its
+    recomputation would be pure waste), so activation memory is that of one layer at any depth.
+    Without it, plain autograd runs through all layers: the reference the efficient path is
+    tested against.
     """
 
     def __init__(self, layers: Iterable[Bijection], memory_efficient: bool = True) -> None:
@@ -203,10 +204,12 @@ class ReversibleStack(BijectiveSequential):
         self.memory_efficient = memory_efficient
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        params = _trainable(self)
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or (cond is not None and cond.requires_grad) or bool(params)
-        )
-        if self.memory_efficient and needs_grad:
-            return _ReversibleStackFunction.apply(x, cond, self, *params)
-        return super().forward(x, cond)
+        if not (self.memory_efficient and torch.is_grad_enabled() and len(self.layers) > 1):
+            return super().forward(x, cond)
+        *rebuilt, last = self.layers
+        params = _trainable(rebuilt)
+        if not (x.requires_grad or (cond is not None and cond.requires_grad) or params):
+            return super().forward(x, cond)
+        h, logdet = _ReversibleStackFunction.apply(x, cond, tuple(rebuilt), *params)
+        y, last_logdet = last(h, cond)
+        return y, logdet + last_logdet
