@@ -13,4 +13,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or was not written by bijdiff."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
+class NotInvertibleError(RuntimeError):
+    """Raised when an inverse is asked of a stack that holds non-invertible layers."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, NotInvertibleError)

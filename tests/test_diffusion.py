@@ -73,7 +73,7 @@ def test_closed_form_from_logits_equals_general_score_entropy() -> None:
     log_score = graph.log_score_from_logits(logits, x_t, sigma[:, None])
     general = graph.score_entropy(log_score, sigma, x_t, x0)
     where = x_t == graph.mask_id
-    closed = graph.score_entropy_from_logits(logits[where], sigma[:, None].expand_as(x_t)[where], x0[where])
+    closed = graph.score_entropy_from_logits(logits[where], sigma[:, None].expand_as(x_t)[where], x_t[where], x0[where])
     torch.testing.assert_close(closed, general[where].float(), rtol=1e-4, atol=1e-4)
 
 
@@ -92,7 +92,7 @@ def test_log_score_parameterisation_contract() -> None:
     torch.testing.assert_close(total, expected)
 
 
-class Uniform(torch.nn.Module):
+class Uninformed(torch.nn.Module):
     """An untrained denoiser through the generic (full log-score) path."""
 
     def __init__(self, graph: Absorbing) -> None:
@@ -103,7 +103,7 @@ class Uniform(torch.nn.Module):
         return self.graph.log_score_from_logits(torch.zeros(*x_t.shape, self.graph.num_tokens), x_t, sigma[:, None])
 
 
-class UniformFast(Uniform):
+class UninformedFast(Uninformed):
     def logits_at(self, x_t: torch.Tensor, sigma: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         return torch.zeros(int(where.sum()), self.graph.num_tokens)
 
@@ -112,8 +112,8 @@ def test_dwdse_fast_and_generic_paths_agree() -> None:
     graph, noise = Absorbing(50), LogLinearNoise()
     x0 = torch.randint(50, (6, 20), generator=torch.Generator().manual_seed(1))
     t = stratified_times(6, "cpu", 1e-3, torch.Generator().manual_seed(2))
-    a = dwdse(Uniform(graph), graph, noise, x0, t, generator=torch.Generator().manual_seed(3))
-    b = dwdse(UniformFast(graph), graph, noise, x0, t, generator=torch.Generator().manual_seed(3))
+    a = dwdse(Uninformed(graph), graph, noise, x0, t, generator=torch.Generator().manual_seed(3))
+    b = dwdse(UninformedFast(graph), graph, noise, x0, t, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b)
 
 
@@ -122,7 +122,7 @@ def test_uniform_model_bound_is_log_vocab_per_token() -> None:
     n = 100
     graph, noise = Absorbing(n), LogLinearNoise()
     x0 = torch.randint(n, (64, 32), generator=torch.Generator().manual_seed(0))
-    est = elbo_nats(UniformFast(graph), graph, noise, x0, torch.ones_like(x0, dtype=torch.bool), 8, torch.Generator().manual_seed(0))
+    est = elbo_nats(UninformedFast(graph), graph, noise, x0, torch.ones_like(x0, dtype=torch.bool), 8, torch.Generator().manual_seed(0))
     per_token = est.mean() / 32
     assert abs(per_token.item() - math.log(n)) < 0.03 * math.log(n)
 
@@ -155,6 +155,6 @@ def test_bad_names_and_values_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="unknown diffusion.graph='nope'"):
         build_graph("nope", 10)
     with pytest.raises(ConfigError, match="unknown diffusion.noise"):
-        build_noise("cosine")
+        build_noise({"noise": "cosine"})
     with pytest.raises(ConfigError, match="eps"):
         LogLinearNoise(0.0)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bijdiff.app.evaluate import evaluate, load_module
+from bijdiff.app.checkpoint import load_module
+from bijdiff.app.evaluate import evaluate
 from bijdiff.app.train import train
 from bijdiff.errors import CheckpointError
 
@@ -66,7 +67,7 @@ def test_eval_cli_writes_metrics_json(trained, tmp_path: Path) -> None:
     out = tmp_path / "m.json"
     proc = subprocess.run(
         [sys.executable, "eval.py", f"ckpt_path={result['best_ckpt']}", f"output_json={out}",
-         f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp / 'cache'}", "t_samples=2", "device=cpu"],
+         f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp / 'cache'}", "eval.t_samples=2", "device=cpu"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -82,7 +83,7 @@ def test_eval_cli_writes_metrics_json(trained, tmp_path: Path) -> None:
 def test_evaluate_counts_every_test_token_once(trained, tmp_path: Path) -> None:
     result, tmp = trained
     cfg = compose_config("eval", [f"ckpt_path={result['best_ckpt']}", f"paths.output_dir={tmp_path}",
-                                  f"paths.cache_dir={tmp / 'cache'}", "t_samples=1", "device=cpu"])
+                                  f"paths.cache_dir={tmp / 'cache'}", "eval.t_samples=1", "device=cpu"])
     metrics = evaluate(cfg)
     module = load_module(result["best_ckpt"])
     from tokenizers import Tokenizer
@@ -141,5 +142,5 @@ def test_bijective_and_hybrid_train_and_evaluate(model, tiny_train_cfg, tmp_path
     else:
         assert "invert/rel_error" not in header
     metrics = evaluate(compose_config("eval", [f"ckpt_path={result['best_ckpt']}", f"paths.output_dir={tmp_path / 'eval'}",
-                                               f"paths.cache_dir={cfg.paths.cache_dir}", "device=cpu", "t_samples=2"]))
+                                               f"paths.cache_dir={cfg.paths.cache_dir}", "device=cpu", "eval.t_samples=2"]))
     assert metrics["model"] == model and math.isfinite(metrics["nll_per_token"])

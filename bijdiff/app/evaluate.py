@@ -1,148 +1,155 @@
-"""``evaluate(cfg)``: the likelihood bound of a checkpoint's EMA weights on a split, as metrics.json."""
+"""``evaluate(cfg)``: a checkpoint's likelihood (``mode=ppl``), samples (``sample``) or inverse (``invert``)."""
 from __future__ import annotations
 
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..data import unigram_nll
-from ..diffusion import elbo_nats
-from ..errors import CheckpointError, ConfigError
+from ..diffusion import exact_log_likelihood
+from ..errors import ConfigError
 from ..lit import DiffusionLM
+from .checkpoint import load_module, load_split, pick_device
 from .common import count_parameters, log, write_json_atomic
-from .train import build_datamodule
 
 
-def load_module(ckpt_path: str | Path, use_ema: bool = True) -> DiffusionLM:
-    """Load a training checkpoint; with ``use_ema`` the model holds the EMA weights."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path} (pass ckpt_path=PATH to a .ckpt file written by train.py)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        hparams = ckpt["hyper_parameters"]
-        module = DiffusionLM(hparams["cfg"], hparams["num_tokens"])
-        module.load_state_dict(ckpt["state_dict"])
-        module.on_load_checkpoint(ckpt)
-        module.extra_state["global_step"] = ckpt.get("global_step")
-    except CheckpointError:
-        raise
-    except Exception as err:
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {err}") from err
-    if "tokenizer" not in module.extra_state:
-        raise CheckpointError(f"checkpoint {path} holds no tokenizer: it was not written by bijdiff's train.py")
-    if use_ema and module.ema is not None:
-        module.ema.copy_to(module.model)
-    return module
+def report_progress(what: str, done: int, total: int, start: float) -> None:
+    """A plain progress line about every tenth of the work (stderr, so metrics output stays clean)."""
+    if done % max(1, total // 10) == 0 or done == total:
+        print(f"{what}: {done}/{total}, {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
+def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """``−log p`` of the whole split: the ELBO bound (diffusion), exact (AR, or ``eval.exact`` on absorbing)."""
+    e = cfg.eval
+    if e.t_samples < 1:
+        raise ConfigError(f"eval.t_samples must be ≥ 1, got {e.t_samples}")
+    objective = module.objective
+    exact = bool(e.exact) and objective.is_bound
+    if exact and not objective.graph.absorbing:
+        raise ConfigError("eval.exact=true needs an absorbing-graph model (diffusion=absorb): "
+                          "exact likelihood unmasks left to right; the uniform graph has only the bound")
+    datamodule, split, files = load_split(cfg, module)
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    loader = datamodule.eval_dataloader(cfg.split)
+    samples = int(e.t_samples) if objective.is_bound else 1
+    means, variances, exact_nats, tokens = [], [], 0.0, 0
+    seconds = {"bound": 0.0, "exact": 0.0}
+    start = time.perf_counter()
+    for i, batch in enumerate(loader):
+        x0, mask = batch["input_ids"].to(device), batch["loss_mask"].to(device)
+        tick = time.perf_counter()
+        est = objective.eval_nats(model, x0, mask, samples, generator).cpu().double()
+        seconds["bound"] += time.perf_counter() - tick
+        means.append(est.mean(1))
+        if samples > 1:
+            variances.append(est.var(1) / samples)
+        if exact:
+            tick = time.perf_counter()
+            ll = exact_log_likelihood(model, objective.graph, objective.noise, x0, mask, int(e.exact_variants_per_call))
+            exact_nats -= float(ll.double().sum())
+            seconds["exact"] += time.perf_counter() - tick
+        tokens += int(mask.sum())
+        report_progress("eval", i + 1, len(loader), start)
+    if tokens != split.n_tokens:
+        raise RuntimeError(f"evaluation counted {tokens} tokens but the split has {split.n_tokens}")
+    total = float(torch.cat(means).sum())
+    counts = module.extra_state["unigram_counts"]
+    counts = counts.numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
+    unigram_total = unigram_nll(counts, split.ids)
+    metrics: dict[str, Any] = {
+        "split": cfg.split,
+        "n_tokens": tokens,
+        "n_words": split.n_words,
+        "n_sequences": len(loader.dataset),
+        "nll_per_token": total / tokens,
+        "unigram_nll_per_token": unigram_total / tokens,
+        "unigram_ppl_per_token": math.exp(unigram_total / tokens),
+        "unigram_ppl_per_word": math.exp(unigram_total / split.n_words),
+        "eval_seconds": seconds["bound"],
+        "data_files": files,
+    }
+    if objective.is_bound:
+        metrics |= {
+            "t_samples": samples,
+            "nll_bound_stderr": math.sqrt(float(torch.cat(variances).sum())) / tokens if variances else None,
+            "ppl_bound_per_token": math.exp(total / tokens),
+            "ppl_bound_per_word": math.exp(total / split.n_words),
+        }
+    else:
+        exact_nats = total  # the AR model's likelihood is exact
+    if exact or not objective.is_bound:
+        metrics |= {
+            "nll_exact_per_token": exact_nats / tokens,
+            "ppl_exact_per_token": math.exp(exact_nats / tokens),
+            "ppl_exact_per_word": math.exp(exact_nats / split.n_words),
+        }
+        if exact:
+            metrics["exact_seconds"] = seconds["exact"]
+    print_likelihood_table(metrics, module)
+    return metrics
+
+
+def print_likelihood_table(metrics: dict[str, Any], module: DiffusionLM) -> None:
+    """A small rich table: bound and exact values next to the unigram reference."""
+    from rich.console import Console
+    from rich.table import Table
+
+    name = module.hparams["cfg"]["model"]["name"]
+    table = Table(title=f"{name} on {metrics['split']}: {metrics['n_tokens']:,} tokens, {metrics['n_words']:,} words")
+    for col in ("", "nats/token", "ppl/token", "ppl/word"):
+        table.add_column(col, justify="right")
+    if "ppl_bound_per_token" in metrics:
+        se = metrics["nll_bound_stderr"]
+        nll = f"{metrics['nll_per_token']:.4f}" + (f" ± {se:.4f}" if se is not None else "")
+        table.add_row("model (ELBO bound)", nll, f"{metrics['ppl_bound_per_token']:.2f}", f"{metrics['ppl_bound_per_word']:.2f}")
+    if "ppl_exact_per_token" in metrics:
+        table.add_row("model (exact)", f"{metrics['nll_exact_per_token']:.4f}",
+                      f"{metrics['ppl_exact_per_token']:.2f}", f"{metrics['ppl_exact_per_word']:.2f}")
+    table.add_row("unigram (add-½)", f"{metrics['unigram_nll_per_token']:.4f}",
+                  f"{metrics['unigram_ppl_per_token']:.2f}", f"{metrics['unigram_ppl_per_word']:.2f}")
+    Console(stderr=True).print(table)
+
+
+def _modes() -> dict[str, Callable[..., dict[str, Any]]]:
+    from .inversion import inversion_metrics
+    from .sampling import sample_metrics
+
+    return {"ppl": likelihood_metrics, "sample": sample_metrics, "invert": inversion_metrics}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Estimate the ELBO over the whole split; write and return the metrics."""
-    if cfg.t_samples < 1:
-        raise ConfigError(f"t_samples must be ≥ 1, got {cfg.t_samples}")
+    """Run the evaluation ``cfg.mode`` on ``cfg.ckpt_path``; write and return ``metrics.json``."""
+    modes = _modes()
+    if cfg.mode not in modes:
+        raise ConfigError(f"unknown mode={cfg.mode!r}; choose one of {list(modes)}")
     if cfg.split not in ("validation", "test"):
         raise ConfigError(f"split must be validation or test, got {cfg.split!r}")
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     module = load_module(cfg.ckpt_path, cfg.use_ema)
     device = pick_device(cfg.device)
     model = module.model.to(device).eval()
-
-    data_cfg = dict(module.hparams["cfg"]["data"])
-    overrides = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "files"}
-    stored = data_cfg.get("files") or {}
-    given = {k: v for k, v in (cfg.data.files or {}).items() if v}
-    path = given.get(cfg.split) or stored.get(cfg.split) or (stored.get("validation") if cfg.split == "test" else None)
-    files = {cfg.split: path} if path else {}  # none: the hub, as in training
-    datamodule = build_datamodule(
-        data_cfg, files=files, tokenizer_json=module.extra_state["tokenizer"], eval_batch_size=cfg.batch_size, **overrides
-    )
-    datamodule.setup("test")
-    split = datamodule.splits[cfg.split]
-
-    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
-    loader = datamodule.eval_dataloader(cfg.split)
-    means, variances, tokens = [], [], 0
-    start = time.perf_counter()
-    for i, batch in enumerate(loader):
-        x0, mask = batch["input_ids"].to(device), batch["loss_mask"].to(device)
-        est = elbo_nats(model, module.graph, module.noise, x0, mask, int(cfg.t_samples), generator).cpu().double()
-        means.append(est.mean(1))
-        if cfg.t_samples > 1:
-            variances.append(est.var(1) / cfg.t_samples)
-        tokens += int(mask.sum())
-        if (i + 1) % max(1, len(loader) // 10) == 0 or i + 1 == len(loader):
-            print(f"eval: {i + 1}/{len(loader)} batches, {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
-    seconds = time.perf_counter() - start
-    total = float(torch.cat(means).sum())
-    if tokens != split.n_tokens:
-        raise RuntimeError(f"evaluation counted {tokens} tokens but the split has {split.n_tokens}")
-    stderr = math.sqrt(float(torch.cat(variances).sum())) / tokens if variances else None
-
-    counts = module.extra_state["unigram_counts"]
-    counts = counts.numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
-    unigram_total = unigram_nll(counts, split.ids)
-    nll = total / tokens
+    trained = module.hparams["cfg"]
     metrics = {
-        "split": cfg.split,
+        "mode": cfg.mode,
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
-        "model": module.hparams["cfg"]["model"]["name"],
-        "graph": module.hparams["cfg"]["diffusion"]["graph"],
+        "model": trained["model"]["name"],
+        "graph": None if trained["model"]["name"] == "ar" else trained["diffusion"]["graph"],
         "parameters": count_parameters(model),
         "weights": "ema" if cfg.use_ema and module.ema is not None else "live",
         "global_step": module.extra_state.get("global_step"),
-        "n_tokens": tokens,
-        "n_words": split.n_words,
-        "n_sequences": len(loader.dataset),
-        "t_samples": int(cfg.t_samples),
-        "nll_per_token": nll,
-        "nll_bound_stderr": stderr,
-        "ppl_bound_per_token": math.exp(nll),
-        "ppl_bound_per_word": math.exp(total / split.n_words),
-        "unigram_nll_per_token": unigram_total / tokens,
-        "unigram_ppl_per_token": math.exp(unigram_total / tokens),
-        "unigram_ppl_per_word": math.exp(unigram_total / split.n_words),
-        "eval_seconds": seconds,
         "device": str(device),
-        "data_files": files,
     }
+    metrics |= modes[cfg.mode](cfg, module, model, device)
     paths = [write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", metrics)]
     if cfg.get("output_json"):
         paths.append(write_json_atomic(cfg.output_json, metrics))
-    print_table(metrics)
     log.info("metrics written to %s", ", ".join(map(str, paths)))
     print(f"bijdiff: metrics written to {', '.join(map(str, paths))}", flush=True)
     return metrics
-
-
-def print_table(metrics: dict[str, Any]) -> None:
-    """A small rich table: the model's bound next to the unigram reference."""
-    from rich.console import Console
-    from rich.table import Table
-
-    se = metrics["nll_bound_stderr"]
-    table = Table(title=f"{metrics['model']} ({metrics['graph']}) on {metrics['split']}: "
-                        f"{metrics['n_tokens']:,} tokens, {metrics['n_words']:,} words")
-    for col in ("", "nats/token", "ppl/token", "ppl/word"):
-        table.add_column(col, justify="right")
-    nll = f"{metrics['nll_per_token']:.4f}" + (f" ± {se:.4f}" if se is not None else "")
-    table.add_row("model (ELBO bound)", nll, f"{metrics['ppl_bound_per_token']:.2f}", f"{metrics['ppl_bound_per_word']:.2f}")
-    table.add_row("unigram (add-½)", f"{metrics['unigram_nll_per_token']:.4f}",
-                  f"{metrics['unigram_ppl_per_token']:.2f}", f"{metrics['unigram_ppl_per_word']:.2f}")
-    Console().print(table)

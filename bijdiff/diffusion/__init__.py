@@ -1,17 +1,30 @@
-"""Discrete diffusion in pure torch: graphs, noise schedules, the DWDSE loss and likelihoods."""
-from .graph import NEVER, Absorbing, build_graph
-from .likelihood import elbo_nats
+"""Discrete diffusion in pure torch: graphs, noise schedules, the DWDSE loss, likelihoods, samplers."""
+from .graph import GRAPHS, NEVER, Absorbing, Graph, Uniform, build_graph
+from .likelihood import elbo_nats, exact_log_likelihood, ordered_sigma, position_log_probs
 from .loss import dwdse, stratified_times
-from .noise import LogLinearNoise, Noise, build_noise
+from .noise import NOISES, GeometricNoise, LogLinearNoise, Noise, build_noise
+from .sampling import SAMPLERS, draw_dtype, sample, sample_categorical
 
 __all__ = [
+    "GRAPHS",
     "NEVER",
+    "NOISES",
+    "SAMPLERS",
     "Absorbing",
+    "GeometricNoise",
+    "Graph",
     "LogLinearNoise",
     "Noise",
+    "Uniform",
     "build_graph",
     "build_noise",
+    "draw_dtype",
     "dwdse",
     "elbo_nats",
+    "exact_log_likelihood",
+    "ordered_sigma",
+    "position_log_probs",
+    "sample",
+    "sample_categorical",
     "stratified_times",
 ]

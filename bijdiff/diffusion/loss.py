@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from .graph import Absorbing
+from .graph import Graph
 from .noise import Noise
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -32,7 +32,7 @@ def stratified_times(
 
 def dwdse(
     model: Denoiser,
-    graph: Absorbing,
+    graph: Graph,
     noise: Noise,
     x0: torch.Tensor,
     t: torch.Tensor,
@@ -53,7 +53,7 @@ def dwdse(
     if hasattr(model, "logits_at"):
         where = graph.scored_positions(x_t)
         rows = graph.score_entropy_from_logits(
-            model.logits_at(x_t, sigma, where), sigma[:, None].expand_as(x_t)[where], x0[where]
+            model.logits_at(x_t, sigma, where), sigma[:, None].expand_as(x_t)[where], x_t[where], x0[where]
         )
         batch_index = torch.arange(x0.shape[0], device=x0.device)[:, None].expand_as(x_t)[where]
         per_sequence = torch.zeros(x0.shape[0], device=x0.device).index_add_(0, batch_index, rows)

@@ -1,4 +1,4 @@
-"""The LightningModule: SEDD objective, optimisation, EMA and validation likelihood bound."""
+"""The LightningModule: an objective (SEDD or next-token), optimisation, EMA and validation likelihood."""
 from __future__ import annotations
 
 import math
@@ -10,16 +10,18 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torchmetrics.aggregation import SumMetric
 
-from ..diffusion import build_noise, dwdse, elbo_nats, stratified_times
 from ..models import build_model
+from ..objectives import build_objective
 from .ema import EMA
 
 
 class DiffusionLM(L.LightningModule):
     """Trains a denoiser with the DWDSE loss and validates it with the ELBO (nats/token).
 
-    ``cfg`` holds the ``model``, ``diffusion``, ``optim``, ``ema`` and ``eval`` groups as plain
-    dicts; ``num_tokens`` is the tokenizer's real vocabulary (``[MASK]`` excluded).
+    With ``model=ar`` the same module trains the autoregressive baseline (next-token loss,
+    exact validation NLL): the objective is the only difference. ``cfg`` holds the ``model``,
+    ``diffusion``, ``optim``, ``ema`` and ``eval`` groups as plain dicts; ``num_tokens`` is the
+    tokenizer's real vocabulary (``[MASK]`` excluded).
     """
 
     def __init__(self, cfg: Mapping[str, Any], num_tokens: int) -> None:
@@ -27,10 +29,7 @@ class DiffusionLM(L.LightningModule):
         self.save_hyperparameters()
         self.cfg = cfg
         self.model = build_model(cfg, num_tokens)
-        self.graph = self.model.graph
-        d = cfg["diffusion"]
-        self.noise = build_noise(d["noise"], eps=d["noise_eps"])
-        self.t_min = float(d["t_min"])
+        self.objective = build_objective(cfg, self.model)
         self.ema = EMA(self.model, cfg["ema"]["decay"]) if cfg["ema"]["decay"] > 0 else None
         self.val_nats = SumMetric()
         self.val_tokens = SumMetric()
@@ -38,14 +37,10 @@ class DiffusionLM(L.LightningModule):
         self.extra_state: dict[str, Any] = {}  # tokenizer, unigram counts: saved in checkpoints
         self._last_step_time: float | None = None
 
-    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return self.model(x_t, sigma)
-
     # -- training ----------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, mask = batch["input_ids"], batch["loss_mask"]
-        t = stratified_times(x0.shape[0], x0.device, self.t_min, rank=self.global_rank, world_size=self.trainer.world_size)
-        nats = dwdse(self.model, self.graph, self.noise, x0, t, mask)
+        nats = self.objective.train_nats(self.model, x0, mask, self.global_rank, self.trainer.world_size)
         loss = nats.sum() / mask.sum()
         self.log("train/loss", loss, prog_bar=True)
         now = time.perf_counter()
@@ -94,7 +89,7 @@ class DiffusionLM(L.LightningModule):
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         x0, mask = batch["input_ids"], batch["loss_mask"]
-        nats = elbo_nats(self.model, self.graph, self.noise, x0, mask, int(self.cfg["eval"]["t_samples"]), self._val_generator)
+        nats = self.objective.eval_nats(self.model, x0, mask, int(self.cfg["eval"]["t_samples"]), self._val_generator)
         self.val_nats.update(nats.mean(1).sum())
         self.val_tokens.update(mask.sum())
 

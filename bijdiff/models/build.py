@@ -7,6 +7,7 @@ from torch import nn
 
 from ..diffusion.graph import build_graph
 from ..errors import ConfigError
+from .autoregressive import AutoregressiveLM
 from .denoiser import Denoiser
 from .trunks import MERGES, HybridTrunk, StandardTrunk, bijective_stack
 
@@ -24,19 +25,22 @@ TRUNKS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "bijective": _bijective_trunk,
     "hybrid": HybridTrunk,
 }
+MODELS = (*TRUNKS, "ar")
 
 
-def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denoiser:
-    """Build the denoiser named by ``cfg.model.name`` for ``cfg.diffusion.graph``.
+def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denoiser | AutoregressiveLM:
+    """Build the denoiser named by ``cfg.model.name`` for ``cfg.diffusion.graph``, or the AR baseline (``ar``).
 
     ``num_tokens`` (real tokens, ``[MASK]`` excluded) defaults to ``cfg.data.vocab_size − 1``:
     the tokenizer's last id is ``[MASK]``, which the absorbing graph owns.
     """
     m = cfg["model"]
-    if m["name"] not in TRUNKS:
-        raise ConfigError(f"unknown model.name={m['name']!r}; choose one of {sorted(TRUNKS)}")
+    if m["name"] not in MODELS:
+        raise ConfigError(f"unknown model.name={m['name']!r}; choose one of {sorted(MODELS)}")
     if num_tokens is None:
         num_tokens = int(cfg["data"]["vocab_size"]) - 1
+    if m["name"] == "ar":
+        return AutoregressiveLM(num_tokens, m["d_model"], m["cond_dim"], m["n_layers"], m["n_heads"], m["mlp_ratio"], m["dropout"])
     graph = build_graph(cfg["diffusion"]["graph"], num_tokens)
     merge = m.get("merge", "residual")
     if merge not in MERGES:
@@ -44,7 +48,7 @@ def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denois
     return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"], merge)
 
 
-def describe_model(cfg: Mapping[str, Any], model: Denoiser) -> str:
+def describe_model(cfg: Mapping[str, Any], model: Denoiser | AutoregressiveLM) -> str:
     """"N/M reversible blocks, P parameters (standard at the same size: Q)" for the build log."""
     from ..nn import ReversibleBlock
 
@@ -56,5 +60,6 @@ def describe_model(cfg: Mapping[str, Any], model: Denoiser) -> str:
         "model": {k: m[k] for k in ("d_model", "n_heads", "mlp_ratio", "dropout", "cond_dim")} | {"name": "standard", "n_layers": n_total},
         "diffusion": cfg["diffusion"],
     }
-    reference = sum(p.numel() for p in build_model(standard_cfg, model.graph.num_tokens).parameters())
+    num_tokens = model.num_tokens if m["name"] == "ar" else model.graph.num_tokens
+    reference = sum(p.numel() for p in build_model(standard_cfg, num_tokens).parameters())
     return f"{m['name']}: {n_rev}/{n_total} reversible blocks, {params:,} parameters (standard at the same size: {reference:,})"

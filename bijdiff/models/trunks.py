@@ -25,9 +25,9 @@ def not_invertible(pattern: str) -> NotInvertibleError:
 class TransformerBlock(nn.Module):
     """A standard pre-LN transformer block with adaLN time conditioning."""
 
-    def __init__(self, dim: int, cond_dim: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
+    def __init__(self, dim: int, cond_dim: int, n_heads: int, mlp_ratio: float, dropout: float, causal: bool = False) -> None:
         super().__init__()
-        self.attn = attention_branch(dim, cond_dim, n_heads, dropout)
+        self.attn = attention_branch(dim, cond_dim, n_heads, dropout, causal=causal)
         self.mlp = mlp_branch(dim, cond_dim, mlp_ratio, dropout)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -36,16 +36,18 @@ class TransformerBlock(nn.Module):
 
 
 class StandardTrunk(nn.Module):
-    """``n_layers`` standard transformer blocks (not invertible)."""
+    """``n_layers`` standard transformer blocks (not invertible); ``causal`` for the AR baseline."""
 
-    def __init__(self, dim: int, cond_dim: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
+    def __init__(
+        self, dim: int, cond_dim: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float, causal: bool = False
+    ) -> None:
         super().__init__()
         if n_layers < 1:
             raise ConfigError(f"model.n_layers must be ≥ 1, got {n_layers}")
         self.dim = dim
         self.cond_dim = cond_dim
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, cond_dim, n_heads, mlp_ratio, dropout) for _ in range(n_layers)
+            TransformerBlock(dim, cond_dim, n_heads, mlp_ratio, dropout, causal) for _ in range(n_layers)
         )
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,10 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from ..errors import NotInvertibleError
 from .replay import autocast_from
 
-
-class NotInvertibleError(RuntimeError):
-    """Raised when an inverse is asked of a stack that holds non-invertible layers."""
+__all__ = ["Bijection", "BijectiveSequential", "NotInvertibleError", "logdet_dtype", "zero_logdet"]
 
 
 class Bijection(nn.Module, ABC):

@@ -54,9 +54,10 @@ class AdaLN(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Bidirectional multi-head attention with rotary positions (``scaled_dot_product_attention``)."""
+    """Multi-head attention with rotary positions (``scaled_dot_product_attention``), bidirectional
+    unless ``causal`` (the autoregressive baseline)."""
 
-    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, out_dim: int | None = None) -> None:
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, out_dim: int | None = None, causal: bool = False) -> None:
         super().__init__()
         if dim % n_heads != 0:
             raise ConfigError(f"model.d_model={dim} must be divisible by model.n_heads={n_heads}")
@@ -66,6 +67,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, out_dim or dim, bias=False)
         self.dropout = dropout
+        self.causal = causal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, dim = x.shape
@@ -73,7 +75,7 @@ class SelfAttention(nn.Module):
         cos, sin = rotary_tables(length, dim // self.n_heads, x.device, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
         return self.out(y.transpose(1, 2).reshape(b, length, dim))
 
 
@@ -109,9 +111,11 @@ class ConditionedSublayer(nn.Module):
         return gate * self.dropout(self.inner(h))
 
 
-def attention_branch(dim: int, cond_dim: int, n_heads: int, dropout: float, out_dim: int | None = None) -> ConditionedSublayer:
+def attention_branch(
+    dim: int, cond_dim: int, n_heads: int, dropout: float, out_dim: int | None = None, causal: bool = False
+) -> ConditionedSublayer:
     """The attention residual branch (``F`` in a reversible block); ``out_dim`` defaults to ``dim``."""
-    return ConditionedSublayer(dim, cond_dim, SelfAttention(dim, n_heads, dropout, out_dim), dropout, out_dim)
+    return ConditionedSublayer(dim, cond_dim, SelfAttention(dim, n_heads, dropout, out_dim, causal), dropout, out_dim)
 
 
 def mlp_branch(dim: int, cond_dim: int, mlp_ratio: float, dropout: float, out_dim: int | None = None) -> ConditionedSublayer:

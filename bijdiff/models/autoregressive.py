@@ -1,0 +1,56 @@
+"""The autoregressive baseline: the standard trunk with a causal mask and next-token loss."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.layers import OutputHead
+from .trunks import StandardTrunk
+
+
+class AutoregressiveLM(nn.Module):
+    """``p(x) = Π_i p(x_i | x_<i)``: exact likelihoods, the reference for diffusion bounds and the sample judge.
+
+    The input is shifted right behind a ``BOS`` row of the embedding (id ``num_tokens``), so every
+    token of a sequence, the first included, is predicted once. The trunk's adaLN conditioning,
+    which diffusion models drive with the noise level, here reads one learned vector.
+    """
+
+    bijective = False
+
+    def __init__(self, num_tokens: int, d_model: int, cond_dim: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.bos_id = num_tokens
+        self.embed = nn.Embedding(num_tokens + 1, d_model)
+        self.cond = nn.Parameter(torch.randn(cond_dim))
+        self.backbone = StandardTrunk(d_model, cond_dim, n_layers, n_heads, mlp_ratio, dropout, causal=True)
+        self.head = OutputHead(d_model, cond_dim, num_tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``[B, L, num_tokens]``: row ``i`` predicts ``x_i`` from ``x_<i``."""
+        inputs = torch.cat([torch.full_like(x[:, :1], self.bos_id), x[:, :-1]], dim=1)
+        cond = self.cond.expand(x.shape[0], -1)
+        return self.head(self.backbone(self.embed(inputs), cond), cond)
+
+    def nll(self, x: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact ``−log p`` in nats per sequence ``[B]``, summed over positions where ``loss_mask`` holds."""
+        logits = self(x)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        per_token = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")
+        if loss_mask is not None:
+            per_token = per_token * loss_mask
+        return per_token.sum(-1)
+
+    @torch.no_grad()
+    def generate(self, shape: tuple[int, int], generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Ancestral sampling ``Long[B, L]``, one network call per position (no KV cache)."""
+        from ..diffusion.sampling import draw_dtype, sample_categorical
+
+        b, length = shape
+        x = torch.zeros(shape, dtype=torch.long, device=device)
+        for k in range(length):
+            probs = torch.softmax(self(x[:, : k + 1])[:, k].to(draw_dtype(device)), dim=-1)
+            x[:, k] = sample_categorical(probs, generator)
+        return x

@@ -1,0 +1,68 @@
+"""Training objectives: what a model is trained and evaluated on, apart from how training runs.
+
+The Lightning module holds one of these (DUO's split of a trainer from small algorithm
+classes): the SEDD objective for denoisers, next-token likelihood for the AR baseline.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .diffusion import Graph, Noise, build_noise, dwdse, elbo_nats, stratified_times
+
+
+class Objective(ABC):
+    """``train_nats`` is the per-sequence loss; ``eval_nats`` the per-sequence ``−log p`` (or its bound)."""
+
+    #: True when ``eval_nats`` bounds ``−log p`` (diffusion), False when it is exact (AR).
+    is_bound: bool
+
+    @abstractmethod
+    def train_nats(self, model: nn.Module, x0: torch.Tensor, mask: torch.Tensor, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """The training loss in nats per sequence ``[B]``."""
+
+    @abstractmethod
+    def eval_nats(
+        self, model: nn.Module, x0: torch.Tensor, mask: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``samples`` estimates of ``−log p(x0)`` per sequence ``[B, samples]``, counting ``mask`` positions."""
+
+
+class DiffusionObjective(Objective):
+    """SEDD: DWDSE at stratified ``t ∈ [t_min, 1]`` for training; the ELBO (t over (0, 1]) for evaluation."""
+
+    is_bound = True
+
+    def __init__(self, graph: Graph, noise: Noise, t_min: float) -> None:
+        self.graph, self.noise, self.t_min = graph, noise, t_min
+
+    def train_nats(self, model, x0, mask, rank=0, world_size=1):
+        t = stratified_times(x0.shape[0], x0.device, self.t_min, rank=rank, world_size=world_size)
+        return dwdse(model, self.graph, self.noise, x0, t, mask)
+
+    def eval_nats(self, model, x0, mask, samples=1, generator=None):
+        return elbo_nats(model, self.graph, self.noise, x0, mask, samples, generator)
+
+
+class AutoregressiveObjective(Objective):
+    """Next-token cross-entropy: the training loss is the exact likelihood, so evaluation is exact too."""
+
+    is_bound = False
+
+    def train_nats(self, model, x0, mask, rank=0, world_size=1):
+        return model.nll(x0, mask)
+
+    @torch.no_grad()
+    def eval_nats(self, model, x0, mask, samples=1, generator=None):
+        return model.nll(x0, mask)[:, None]
+
+
+def build_objective(cfg: Mapping[str, Any], model: nn.Module) -> Objective:
+    """The objective that matches ``cfg.model.name``: next-token for ``ar``, SEDD otherwise."""
+    if cfg["model"]["name"] == "ar":
+        return AutoregressiveObjective()
+    d = cfg["diffusion"]
+    return DiffusionObjective(model.graph, build_noise(d), float(d["t_min"]))

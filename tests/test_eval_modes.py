@@ -1,0 +1,97 @@
+"""eval.py modes on tiny checkpoints: exact likelihood, the AR baseline, samples with a judge, inversion."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bijdiff.app.evaluate import evaluate
+from bijdiff.app.train import train
+from bijdiff.errors import ConfigError
+
+from .conftest import ROOT, TINY, compose_config
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, wiki_files) -> dict[str, str]:
+    """Tiny runs sharing one data cache (hence one tokenizer): ar, absorbing standard, bijective, uniform."""
+    tmp = tmp_path_factory.mktemp("modes")
+    runs = {"ar": ["model=ar"], "absorb": [], "bijective": ["model=bijective"], "uniform": ["diffusion=uniform"]}
+    out = {"cache": str(tmp / "cache")}
+    for name, extra in runs.items():
+        cfg = compose_config("train", extra + TINY + [f"data.files.{k}={v}" for k, v in wiki_files.items()]
+                             + [f"paths.output_dir={tmp / name}", f"paths.cache_dir={tmp / 'cache'}"])
+        out[name] = train(cfg)["last_ckpt"]
+    return out
+
+
+def run_eval(checkpoints: dict[str, str], name: str, tmp_path: Path, *extra: str) -> dict:
+    cfg = compose_config("eval", [f"ckpt_path={checkpoints[name]}", f"paths.output_dir={tmp_path}",
+                                  f"paths.cache_dir={checkpoints['cache']}", "device=cpu", *extra])
+    return evaluate(cfg)
+
+
+def test_exact_likelihood_of_an_absorbing_model(checkpoints, tmp_path: Path) -> None:
+    m = run_eval(checkpoints, "absorb", tmp_path, "eval.exact=true", "eval.exact_variants_per_call=37")
+    for key in ("ppl_bound_per_token", "ppl_bound_per_word", "ppl_exact_per_token", "ppl_exact_per_word", "nll_exact_per_token"):
+        assert math.isfinite(m[key]) and m[key] > 0, key
+    assert math.isclose(m["ppl_exact_per_word"], math.exp(m["nll_exact_per_token"] * m["n_tokens"] / m["n_words"]), rel_tol=1e-9)
+    # the batching of variants does not change the number
+    again = run_eval(checkpoints, "absorb", tmp_path / "again", "eval.exact=true", "eval.exact_variants_per_call=500")
+    assert math.isclose(again["nll_exact_per_token"], m["nll_exact_per_token"], rel_tol=1e-5)
+
+
+def test_ar_baseline_reports_exact_perplexity_only(checkpoints, tmp_path: Path) -> None:
+    m = run_eval(checkpoints, "ar", tmp_path)
+    assert m["model"] == "ar" and m["graph"] is None
+    assert "ppl_bound_per_token" not in m and "nll_bound_stderr" not in m
+    assert m["nll_exact_per_token"] == m["nll_per_token"]
+    assert math.isclose(m["ppl_exact_per_token"], math.exp(m["nll_per_token"]), rel_tol=1e-9)
+
+
+def test_exact_likelihood_is_refused_for_the_uniform_graph(checkpoints, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="eval.exact=true needs an absorbing-graph model"):
+        run_eval(checkpoints, "uniform", tmp_path, "eval.exact=true")
+    m = run_eval(checkpoints, "uniform", tmp_path, "eval.t_samples=2")
+    assert m["graph"] == "uniform" and math.isfinite(m["nll_per_token"]) and m["nll_bound_stderr"] > 0
+
+
+@pytest.mark.parametrize("name, sampler", [("absorb", "analytic"), ("absorb", "euler"), ("absorb", "ordered"),
+                                           ("uniform", "analytic"), ("ar", "analytic")])
+def test_sample_mode_writes_jsonl_and_judges_with_the_ar_model(checkpoints, tmp_path: Path, name, sampler) -> None:
+    m = run_eval(checkpoints, name, tmp_path, "mode=sample", f"sample.sampler={sampler}", "sample.steps=4",
+                 "sample.num_samples=5", "sample.batch_size=2", f"judge_ckpt={checkpoints['ar']}")
+    rows = [json.loads(line) for line in Path(m["samples_path"]).read_text().splitlines()]
+    assert len(rows) == 5 and all(len(r["ids"]) == m["length"] == 16 for r in rows)
+    num_tokens = 299  # vocab 300 minus [MASK]: no [MASK] may survive sampling
+    assert all(0 <= i < num_tokens for r in rows for i in r["ids"])
+    assert math.isfinite(m["gen_ppl"]) and m["gen_ppl"] > 1 and 0 < m["distinct_1"] <= 1 and m["entropy"] > 0
+    expected_calls = 16 if name == "ar" or sampler == "ordered" else 5
+    assert m["network_calls_per_sample"] == expected_calls and m["tokens_per_s"] > 0
+
+
+def test_judge_must_be_autoregressive(checkpoints, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="judge must be an autoregressive checkpoint"):
+        run_eval(checkpoints, "absorb", tmp_path, "mode=sample", "sample.num_samples=1", "sample.steps=1",
+                 f"judge_ckpt={checkpoints['absorb']}")
+
+
+def test_invert_mode_measures_an_exact_inverse(checkpoints, tmp_path: Path) -> None:
+    m = run_eval(checkpoints, "bijective", tmp_path, "mode=invert", "invert.batches=1")
+    assert m["rel_error_fp64"] < 1e-12 and m["rel_error_fp32"] < 1e-5
+    assert m["token_round_trip_fp32"] == 1.0 and m["logdet_sum_error_fp64"] < 1e-9
+
+
+def test_invert_mode_on_a_standard_checkpoint_exits_2_naming_the_layers(checkpoints, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "eval.py", f"ckpt_path={checkpoints['absorb']}", "mode=invert", f"paths.log_dir={tmp_path}",
+         f"paths.cache_dir={checkpoints['cache']}", "device=cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "bijdiff: error: the trunk SS is not invertible: layer(s) 0, 1 are standard (S) blocks" in proc.stderr
+    assert "Traceback" not in proc.stderr
