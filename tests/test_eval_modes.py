@@ -95,3 +95,13 @@ def test_invert_mode_on_a_standard_checkpoint_exits_2_naming_the_layers(checkpoi
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "bijdiff: error: the trunk SS is not invertible: layer(s) 0, 1 are standard (S) blocks" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_max_sequences_evaluates_a_prefix_per_token_only(checkpoints, tmp_path: Path) -> None:
+    full = run_eval(checkpoints, "absorb", tmp_path / "full", "eval.t_samples=1")
+    part = run_eval(checkpoints, "absorb", tmp_path / "part", "eval.t_samples=1", "eval.max_sequences=2", "eval.exact=true")
+    assert part["subset"] and part["n_sequences"] == 2 and part["n_tokens"] == 32 < full["n_tokens"]
+    assert part["n_words"] is None and part["ppl_bound_per_word"] is None and part["ppl_exact_per_word"] is None
+    assert math.isfinite(part["ppl_exact_per_token"]) and math.isfinite(part["unigram_ppl_per_token"])
+    with pytest.raises(ConfigError, match="eval.max_sequences must be"):
+        run_eval(checkpoints, "absorb", tmp_path / "bad", "eval.max_sequences=0")

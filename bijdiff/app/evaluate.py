@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Subset
 
 from ..data import unigram_nll
 from ..diffusion import exact_log_likelihood
@@ -38,6 +39,11 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
     datamodule, split, files = load_split(cfg, module)
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     loader = datamodule.eval_dataloader(cfg.split)
+    subset = e.max_sequences is not None and int(e.max_sequences) < len(loader.dataset)
+    if e.max_sequences is not None and int(e.max_sequences) < 1:
+        raise ConfigError(f"eval.max_sequences must be ≥ 1 or null (the whole split), got {e.max_sequences}")
+    if subset:  # the first blocks of the split: per-token numbers only, no word count
+        loader = DataLoader(Subset(loader.dataset, range(int(e.max_sequences))), batch_size=loader.batch_size)
     samples = int(e.t_samples) if objective.is_bound else 1
     means, variances, exact_nats, tokens = [], [], 0.0, 0
     seconds = {"bound": 0.0, "exact": 0.0}
@@ -57,21 +63,28 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
             seconds["exact"] += time.perf_counter() - tick
         tokens += int(mask.sum())
         report_progress("eval", i + 1, len(loader), start)
-    if tokens != split.n_tokens:
+    if not subset and tokens != split.n_tokens:
         raise RuntimeError(f"evaluation counted {tokens} tokens but the split has {split.n_tokens}")
     total = float(torch.cat(means).sum())
     counts = module.extra_state["unigram_counts"]
     counts = counts.numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
-    unigram_total = unigram_nll(counts, split.ids)
+    counted = torch.cat([b["input_ids"][b["loss_mask"]] for b in loader]).numpy() if subset else split.ids
+    unigram_total = unigram_nll(counts, counted)
+    words = None if subset else split.n_words
+
+    def per_word(nats: float) -> float | None:
+        return math.exp(nats / words) if words else None
+
     metrics: dict[str, Any] = {
         "split": cfg.split,
+        "subset": subset,
         "n_tokens": tokens,
-        "n_words": split.n_words,
+        "n_words": words,
         "n_sequences": len(loader.dataset),
         "nll_per_token": total / tokens,
         "unigram_nll_per_token": unigram_total / tokens,
         "unigram_ppl_per_token": math.exp(unigram_total / tokens),
-        "unigram_ppl_per_word": math.exp(unigram_total / split.n_words),
+        "unigram_ppl_per_word": per_word(unigram_total),
         "eval_seconds": seconds["bound"],
         "data_files": files,
     }
@@ -80,7 +93,7 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
             "t_samples": samples,
             "nll_bound_stderr": math.sqrt(float(torch.cat(variances).sum())) / tokens if variances else None,
             "ppl_bound_per_token": math.exp(total / tokens),
-            "ppl_bound_per_word": math.exp(total / split.n_words),
+            "ppl_bound_per_word": per_word(total),
         }
     else:
         exact_nats = total  # the AR model's likelihood is exact
@@ -88,7 +101,7 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
         metrics |= {
             "nll_exact_per_token": exact_nats / tokens,
             "ppl_exact_per_token": math.exp(exact_nats / tokens),
-            "ppl_exact_per_word": math.exp(exact_nats / split.n_words),
+            "ppl_exact_per_word": per_word(exact_nats),
         }
         if exact:
             metrics["exact_seconds"] = seconds["exact"]
@@ -102,18 +115,21 @@ def print_likelihood_table(metrics: dict[str, Any], module: DiffusionLM) -> None
     from rich.table import Table
 
     name = module.hparams["cfg"]["model"]["name"]
-    table = Table(title=f"{name} on {metrics['split']}: {metrics['n_tokens']:,} tokens, {metrics['n_words']:,} words")
+    words = f"{metrics['n_words']:,} words" if metrics["n_words"] else f"first {metrics['n_sequences']:,} blocks"
+    table = Table(title=f"{name} on {metrics['split']}: {metrics['n_tokens']:,} tokens, {words}")
     for col in ("", "nats/token", "ppl/token", "ppl/word"):
         table.add_column(col, justify="right")
+
+    def row(label: str, nll: str, key: str) -> None:
+        per_word = metrics[f"{key}_per_word"]
+        table.add_row(label, nll, f"{metrics[f'{key}_per_token']:.2f}", "–" if per_word is None else f"{per_word:.2f}")
+
     if "ppl_bound_per_token" in metrics:
         se = metrics["nll_bound_stderr"]
-        nll = f"{metrics['nll_per_token']:.4f}" + (f" ± {se:.4f}" if se is not None else "")
-        table.add_row("model (ELBO bound)", nll, f"{metrics['ppl_bound_per_token']:.2f}", f"{metrics['ppl_bound_per_word']:.2f}")
+        row("model (ELBO bound)", f"{metrics['nll_per_token']:.4f}" + (f" ± {se:.4f}" if se is not None else ""), "ppl_bound")
     if "ppl_exact_per_token" in metrics:
-        table.add_row("model (exact)", f"{metrics['nll_exact_per_token']:.4f}",
-                      f"{metrics['ppl_exact_per_token']:.2f}", f"{metrics['ppl_exact_per_word']:.2f}")
-    table.add_row("unigram (add-½)", f"{metrics['unigram_nll_per_token']:.4f}",
-                  f"{metrics['unigram_ppl_per_token']:.2f}", f"{metrics['unigram_ppl_per_word']:.2f}")
+        row("model (exact)", f"{metrics['nll_exact_per_token']:.4f}", "ppl_exact")
+    row("unigram (add-½)", f"{metrics['unigram_nll_per_token']:.4f}", "unigram_ppl")
     Console(stderr=True).print(table)
 
 
