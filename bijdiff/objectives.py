@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .diffusion import Graph, Noise, build_noise, dwdse, elbo_nats, stratified_times
+from .diffusion import Graph, Noise, build_noise, dwdse, elbo_nats, sample, stratified_times
 
 
 class Objective(ABC):
@@ -30,6 +30,17 @@ class Objective(ABC):
     ) -> torch.Tensor:
         """``samples`` estimates of ``−log p(x0)`` per sequence ``[B, samples]``, counting ``mask`` positions."""
 
+    @abstractmethod
+    def sample(
+        self, model: nn.Module, shape: tuple[int, int], steps: int, method: str,
+        device: torch.device | str, generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Draw ``Long[B, L]`` sequences; ``steps`` and ``method`` choose the diffusion sampler."""
+
+    def network_calls(self, length: int, steps: int, method: str) -> int:
+        """Network evaluations per sample batch for ``sample``."""
+        return length if method == "ordered" else steps + 1
+
 
 class DiffusionObjective(Objective):
     """SEDD: DWDSE at stratified ``t ∈ [t_min, 1]`` for training; the ELBO (t over (0, 1]) for evaluation."""
@@ -46,6 +57,9 @@ class DiffusionObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return elbo_nats(model, self.graph, self.noise, x0, mask, samples, generator)
 
+    def sample(self, model, shape, steps, method, device, generator=None):
+        return sample(model, self.graph, self.noise, shape, steps, method, device, generator)
+
 
 class AutoregressiveObjective(Objective):
     """Next-token cross-entropy: the training loss is the exact likelihood, so evaluation is exact too."""
@@ -58,6 +72,13 @@ class AutoregressiveObjective(Objective):
     @torch.no_grad()
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return model.nll(x0, mask)[:, None]
+
+    def sample(self, model, shape, steps, method, device, generator=None):
+        """Ancestral sampling; ``steps`` and ``method`` do not apply."""
+        return model.generate(shape, generator, device)
+
+    def network_calls(self, length: int, steps: int, method: str) -> int:
+        return length
 
 
 def build_objective(cfg: Mapping[str, Any], model: nn.Module) -> Objective:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from tokenizers import Tokenizer
 
 from ..data.tokenizer import EOL
-from ..diffusion import SAMPLERS, sample
+from ..diffusion import SAMPLERS
 from ..errors import ConfigError
 from ..lit import DiffusionLM
 from .checkpoint import load_module
@@ -90,16 +90,12 @@ def sample_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module,
     chunks, start = [], time.perf_counter()
     for first in range(0, int(s.num_samples), int(s.batch_size)):
         shape = (min(int(s.batch_size), int(s.num_samples) - first), length)
-        if is_ar:
-            chunks.append(model.generate(shape, generator, device).cpu())
-        else:
-            o = module.objective
-            chunks.append(sample(model, o.graph, o.noise, shape, int(s.steps), s.sampler, device, generator).cpu())
+        chunks.append(module.objective.sample(model, shape, int(s.steps), s.sampler, device, generator).cpu())
         print(f"sample: {first + shape[0]}/{s.num_samples}, {time.perf_counter() - start:.0f}s", flush=True)
     seconds = time.perf_counter() - start
     ids = torch.cat(chunks)
     sampler = "ancestral" if is_ar else s.sampler
-    network_calls = length if is_ar or sampler == "ordered" else int(s.steps) + 1
+    network_calls = module.objective.network_calls(length, int(s.steps), s.sampler)
     tokenizer = Tokenizer.from_str(module.extra_state["tokenizer"])
     rows = [{"index": i, "text": decode(tokenizer, row), "ids": row} for i, row in enumerate(ids.tolist())]
     path = write_jsonl_atomic(Path(cfg.paths.output_dir) / "samples.jsonl", rows)

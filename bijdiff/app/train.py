@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import WikiTextDataModule
@@ -65,6 +66,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         lg.log_hyperparams(plain)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger) and trainer.is_global_zero:
+            lg.experiment.finish()  # one W&B run per job, also across the jobs of a multirun
 
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else math.nan
