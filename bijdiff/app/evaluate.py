@@ -45,7 +45,7 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
     if subset:  # the first blocks of the split: per-token numbers only, no word count
         loader = DataLoader(Subset(loader.dataset, range(int(e.max_sequences))), batch_size=loader.batch_size)
     samples = int(e.t_samples) if objective.is_bound else 1
-    means, variances, exact_nats, tokens = [], [], 0.0, 0
+    means, variances, counted, exact_nats, tokens = [], [], [], 0.0, 0
     seconds = {"bound": 0.0, "exact": 0.0}
     start = time.perf_counter()
     for i, batch in enumerate(loader):
@@ -62,14 +62,15 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
             exact_nats -= float(ll.double().sum())
             seconds["exact"] += time.perf_counter() - tick
         tokens += int(mask.sum())
+        if subset:
+            counted.append(batch["input_ids"][batch["loss_mask"]])
         report_progress("eval", i + 1, len(loader), start)
     if not subset and tokens != split.n_tokens:
         raise RuntimeError(f"evaluation counted {tokens} tokens but the split has {split.n_tokens}")
     total = float(torch.cat(means).sum())
     counts = module.extra_state["unigram_counts"]
     counts = counts.numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
-    counted = torch.cat([b["input_ids"][b["loss_mask"]] for b in loader]).numpy() if subset else split.ids
-    unigram_total = unigram_nll(counts, counted)
+    unigram_total = unigram_nll(counts, torch.cat(counted).numpy() if subset else split.ids)
     words = None if subset else split.n_words
 
     def per_word(nats: float) -> float | None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,26 +12,12 @@ import torch
 from omegaconf import DictConfig
 from tokenizers import Tokenizer
 
-from ..data.tokenizer import EOL
+from ..data.tokenizer import decode_ids
 from ..diffusion import SAMPLERS
 from ..errors import ConfigError
 from ..lit import DiffusionLM
 from .checkpoint import load_module
-from .common import log
-
-
-def decode(tokenizer: Tokenizer, ids: list[int]) -> str:
-    """Text of token ids, ``[EOL]`` as a newline."""
-    eol = tokenizer.token_to_id(EOL)
-    lines, current = [], []
-    for i in ids:
-        if i == eol:
-            lines.append(current)
-            current = []
-        else:
-            current.append(i)
-    lines.append(current)
-    return "\n".join(tokenizer.decode(line) for line in lines)
+from .common import log, write_text_atomic
 
 
 def sample_statistics(ids: torch.Tensor) -> dict[str, float]:
@@ -68,15 +53,6 @@ def judge_nll(judge_ckpt: str, module: DiffusionLM, ids: torch.Tensor, device: t
             "gen_ppl": math.exp(nats / ids.numel())}
 
 
-def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """One JSON object per line, written to a temporary file and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
-    return path
-
-
 def sample_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """Draw ``sample.num_samples`` sequences; JSONL, entropy, distinct-n, tokens/s, judge perplexity."""
     s = cfg.sample
@@ -97,11 +73,11 @@ def sample_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module,
     sampler = "ancestral" if is_ar else s.sampler
     network_calls = module.objective.network_calls(length, int(s.steps), s.sampler)
     tokenizer = Tokenizer.from_str(module.extra_state["tokenizer"])
-    rows = [{"index": i, "text": decode(tokenizer, row), "ids": row} for i, row in enumerate(ids.tolist())]
-    path = write_jsonl_atomic(Path(cfg.paths.output_dir) / "samples.jsonl", rows)
+    rows = [{"index": i, "text": decode_ids(tokenizer, row), "ids": row} for i, row in enumerate(ids.tolist())]
+    path = write_text_atomic(Path(cfg.paths.output_dir) / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     metrics = {
         "sampler": sampler,
-        "steps": network_calls - (0 if is_ar or sampler == "ordered" else 1),
+        "steps": int(s.steps) if sampler in ("euler", "analytic") else length,
         "network_calls_per_sample": network_calls,
         "num_samples": len(rows),
         "length": length,

@@ -71,3 +71,15 @@ def encode_lines(tok: Tokenizer, lines: Sequence[str]) -> list[int]:
         ids.extend(enc.ids)
         ids.append(eol)
     return ids
+
+
+def decode_ids(tok: Tokenizer, ids: Sequence[int]) -> str:
+    """Text of token ids, ``[EOL]`` as a newline: the inverse of ``encode_lines``."""
+    eol = tok.token_to_id(EOL)
+    lines: list[list[int]] = [[]]
+    for i in ids:
+        if i == eol:
+            lines.append([])
+        else:
+            lines[-1].append(i)
+    return "\n".join(tok.decode(line) for line in lines)

@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from tokenizers import Tokenizer
 
+from ..data.tokenizer import decode_ids
+
 
 class SampleLogger(L.Callback):
     """After each validation, ``num_samples`` samples (EMA weights) of ``length`` tokens.
@@ -26,8 +28,6 @@ class SampleLogger(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.num_samples < 1:
             return
-        from ..app.sampling import decode
-
         model = pl_module.model
         was_training = model.training
         ema = pl_module.ema.averaged(model) if pl_module.ema is not None else contextlib.nullcontext()
@@ -37,7 +37,7 @@ class SampleLogger(L.Callback):
             ids = pl_module.objective.sample(model, (self.num_samples, self.length), self.steps, self.sampler, pl_module.device, generator)
         model.train(was_training)
         tokenizer = Tokenizer.from_str(pl_module.extra_state["tokenizer"])
-        texts = [decode(tokenizer, row) for row in ids.tolist()]
+        texts = [decode_ids(tokenizer, row) for row in ids.tolist()]
         step = trainer.global_step
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

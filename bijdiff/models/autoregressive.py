@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..diffusion import sampling
 from ..nn.layers import OutputHead
 from .trunks import StandardTrunk
 
@@ -46,11 +47,9 @@ class AutoregressiveLM(nn.Module):
     @torch.no_grad()
     def generate(self, shape: tuple[int, int], generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """Ancestral sampling ``Long[B, L]``, one network call per position (no KV cache)."""
-        from ..diffusion.sampling import draw_dtype, sample_categorical
-
         b, length = shape
         x = torch.zeros(shape, dtype=torch.long, device=device)
         for k in range(length):
-            probs = torch.softmax(self(x[:, : k + 1])[:, k].to(draw_dtype(device)), dim=-1)
-            x[:, k] = sample_categorical(probs, generator)
+            probs = torch.softmax(self(x[:, : k + 1])[:, k].to(sampling.draw_dtype(device)), dim=-1)
+            x[:, k] = sampling.sample_categorical(probs, generator)
         return x
