@@ -17,4 +17,8 @@ class NotInvertibleError(RuntimeError):
     """Raised when an inverse is asked of a stack that holds non-invertible layers."""
 
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, NotInvertibleError)
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/Inf losses more often than ``optim.max_nonfinite_steps`` allows."""
+
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError, NotInvertibleError, NonFiniteLossError)

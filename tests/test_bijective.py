@@ -87,6 +87,18 @@ def test_memory_efficient_model_gradients_equal_plain_autograd(name) -> None:
     assert grads[0]["embed.weight"].abs().max() > 0 and grads[0]["sigma_embed.mlp.0.weight"].abs().max() > 0
 
 
+def test_a_state_of_the_wrong_width_is_a_clear_error() -> None:
+    from bijdiff.nn.reversible import ReversibleBlock
+
+    block = ReversibleBlock(8, 4, 2, 2.0).eval()
+    for bad in (15, 8):  # odd, and even but not two streams of 8
+        x = torch.randn(1, 3, bad)
+        with pytest.raises(ValueError, match=f"state must be 16 wide \\(even\\), got {bad}"):
+            block(x, torch.randn(1, 4))
+        with pytest.raises(ValueError, match=f"got {bad}"):
+            block.inverse(x, torch.randn(1, 4))
+
+
 def test_unknown_coupling_and_mixing_and_bad_pattern_are_config_errors() -> None:
     from bijdiff.errors import ConfigError
 

@@ -82,6 +82,7 @@ def test_sequence_positions_matter() -> None:
     [
         ({"n_heads": 3}, "model.d_model=32 must be divisible by model.n_heads=3"),
         ({"n_layers": 0}, "model.n_layers must be ≥ 1"),
+        ({"d_model": 30, "n_heads": 10}, "head width d_model/n_heads=3 must be even for rotary positions"),
         ({"name": "transformerXL"}, "unknown model.name='transformerXL'"),
     ],
 )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def build_datamodule(data_cfg: DictConfig | dict, **overrides: Any) -> WikiTextD
         num_workers=d["num_workers"],
         cache_dir=d["cache_dir"],
         tokenizer_json=d.get("tokenizer_json"),
+        seed=d.get("seed", 0),
     )
 
 
@@ -46,12 +48,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     plain = OmegaConf.to_container(cfg, resolve=True)
 
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
     log.info("data: %s", datamodule.describe())
 
-    module = DiffusionLM({k: plain[k] for k in MODULE_GROUPS}, num_tokens=datamodule.num_tokens)
+    module = DiffusionLM({k: plain[k] for k in MODULE_GROUPS}, num_tokens=datamodule.num_tokens, seed=cfg.seed)
     module.words_per_token = datamodule.words_per_token("validation")
     module.extra_state = {
         "tokenizer": datamodule.tokenizer_json,
@@ -65,12 +67,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in trainer.loggers:
         lg.log_hyperparams(plain)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with warnings.catch_warnings():
+        # the data module carries the position within the epoch (see ResumableSampler), which
+        # Lightning's check for a stateful DataLoader does not see
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     for lg in trainer.loggers:
         if isinstance(lg, WandbLogger) and trainer.is_global_zero:
             lg.experiment.finish()  # one W&B run per job, also across the jobs of a multirun
 
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    if checkpoint is not None and checkpoint.save_last and checkpoint.dirpath:
+        # Lightning's last.ckpt is the last *validated* state; make it the final one
+        last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+        trainer.save_checkpoint(last)
+        checkpoint.last_model_path = str(last)
     best = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else math.nan
     result = {
         "best_val_nll": best,

@@ -12,9 +12,11 @@ from typing import Mapping
 import lightning as L
 import numpy as np
 from tokenizers import Tokenizer
+import torch
 from torch.utils.data import DataLoader
 
 from .blocks import EvalBlocks, TrainBlocks
+from .sampler import ResumableSampler
 from ..errors import ConfigError, DataError
 from .text import HUB_CONFIG, HUB_NAME, SPLITS, count_words, lines_digest, load_hub_lines, read_lines
 from .tokenizer import MASK, encode_lines, load_or_train_tokenizer
@@ -39,7 +41,8 @@ class WikiTextDataModule(L.LightningDataModule):
     """WikiText-2 from the hub (default) or from local files (``files.train/validation/test``).
 
     Pass ``tokenizer_json`` to reuse a tokenizer (for example one stored in a checkpoint) instead
-    of training one on the training split.
+    of training one on the training split. ``seed`` fixes the training order; its position is
+    saved in checkpoints (``state_dict``) so a resumed run continues with the same batches.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class WikiTextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | os.PathLike = "~/.cache/bijdiff",
         tokenizer_json: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if seq_len < 2:
@@ -72,6 +76,8 @@ class WikiTextDataModule(L.LightningDataModule):
         self.tokenizer_given = tokenizer_json is not None
         self.tokenizer: Tokenizer | None = None
         self.splits: dict[str, TokenizedSplit] = {}
+        self.seed = seed
+        self._resume: tuple[int, int] | None = None
 
     # -- loading -----------------------------------------------------------------------------
     def _load_lines(self) -> dict[str, list[str]]:
@@ -160,14 +166,41 @@ class WikiTextDataModule(L.LightningDataModule):
 
     # -- loaders -----------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        blocks = TrainBlocks(self.splits["train"].ids, self.seq_len)
+        sampler = ResumableSampler(
+            blocks, self.batch_size, self.seed,
+            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
+        )
+        if self._resume is not None:
+            sampler.resume_at(*self._resume)
+        if len(sampler) < self.batch_size:
+            raise DataError(
+                f"the training split gives {len(sampler)} blocks of data.seq_len={self.seq_len} per device, "
+                f"fewer than data.batch_size={self.batch_size}; use more data or a smaller batch or sequence"
+            )
         return DataLoader(
-            TrainBlocks(self.splits["train"].ids, self.seq_len),
+            blocks,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=sampler,
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # worker seeds come from here, not from the global RNG that training steps use
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    # -- resume: where in the epoch the checkpointed run was -----------------------------------
+    def state_dict(self) -> dict[str, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": trainer.current_epoch, "batches_done": progress.ready}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = (int(state["epoch"]), int(state["batches_done"]))
 
     def eval_dataloader(self, split: str) -> DataLoader:
         return DataLoader(

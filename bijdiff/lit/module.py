@@ -1,8 +1,10 @@
 """The LightningModule: an objective (SEDD or next-token), optimisation, EMA and validation likelihood."""
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import warnings
 from typing import Any, Mapping
 
 import lightning as L
@@ -10,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 from torchmetrics.aggregation import SumMetric
 
+from ..errors import NonFiniteLossError
 from ..models import build_model
 from ..objectives import build_objective
 from .ema import EMA
@@ -21,10 +24,16 @@ class DiffusionLM(L.LightningModule):
     With ``model=ar`` the same module trains the autoregressive baseline (next-token loss,
     exact validation NLL): the objective is the only difference. ``cfg`` holds the ``model``,
     ``diffusion``, ``optim``, ``ema`` and ``eval`` groups as plain dicts; ``num_tokens`` is the
-    tokenizer's real vocabulary (``[MASK]`` excluded).
+    tokenizer's real vocabulary (``[MASK]`` excluded). ``seed`` keys the training randomness.
+
+    Each training batch reseeds the global RNG from ``(seed, rank, step, batch)``: every rank
+    draws different noise, and a resumed run draws exactly what the uninterrupted run would have,
+    with no RNG state to carry between processes. Batches whose loss is NaN/Inf are skipped with
+    a warning; after ``optim.max_nonfinite_steps`` of them training stops (the interrupt
+    checkpoint keeps the last good weights).
     """
 
-    def __init__(self, cfg: Mapping[str, Any], num_tokens: int) -> None:
+    def __init__(self, cfg: Mapping[str, Any], num_tokens: int, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.cfg = cfg
@@ -36,12 +45,18 @@ class DiffusionLM(L.LightningModule):
         self.words_per_token: float | None = None  # set by the application from the data
         self.extra_state: dict[str, Any] = {}  # tokenizer, unigram counts: saved in checkpoints
         self._last_step_time: float | None = None
+        self.nonfinite_steps = 0
 
     # -- training ----------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        torch.manual_seed(training_seed(self.hparams.seed, self.global_rank, self.global_step, batch_idx))
+
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, mask = batch["input_ids"], batch["loss_mask"]
         nats = self.objective.train_nats(self.model, x0, mask, self.global_rank, self.trainer.world_size)
         loss = nats.sum() / mask.sum()
+        if self._skip_nonfinite(loss):
+            return None
         self.log("train/loss", loss, prog_bar=True)
         now = time.perf_counter()
         if self._last_step_time is not None:
@@ -51,10 +66,35 @@ class DiffusionLM(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
+            norms = grad_norm(self.model, norm_type=2)
+            if norms:  # empty when the batch was skipped
+                self.log("train/grad_norm", norms["grad_2.0_norm_total"])
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
+    def _skip_nonfinite(self, loss: torch.Tensor) -> bool:
+        """True (on every rank alike) when some rank's loss is NaN/Inf; stop past the limit."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if not bool(bad > 0):  # one host sync per step: the cost of skipping safely
+            return False
+        self.nonfinite_steps += 1
+        limit = int(self.cfg["optim"]["max_nonfinite_steps"])
+        if self.nonfinite_steps > limit:
+            raise NonFiniteLossError(
+                f"the training loss was NaN/Inf in {self.nonfinite_steps} batches (optim.max_nonfinite_steps={limit}); "
+                "stopped. Lower optim.lr, keep trainer.gradient_clip_val set, or check the data"
+            )
+        warnings.warn(
+            f"step {self.global_step}: non-finite training loss, batch skipped "
+            f"({self.nonfinite_steps} of at most optim.max_nonfinite_steps={limit})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return True
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:  # here, not on_train_batch_end, so a checkpoint taken after the step holds it
             self.ema.update(self.model)
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -112,3 +152,9 @@ class DiffusionLM(L.LightningModule):
         extra = dict(checkpoint.get("bijdiff", {}))
         self.words_per_token = extra.pop("words_per_token", None)
         self.extra_state = extra
+
+
+def training_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:
+    """A 63-bit seed from the run seed, the rank and the position in training (stable across runs)."""
+    digest = hashlib.blake2b(f"{seed}/{rank}/{step}/{batch_idx}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1

@@ -71,6 +71,13 @@ class ReversibleBlock(Bijection):
                 total = total + ld
         return total
 
+    def _check_width(self, state: torch.Tensor) -> None:
+        if state.shape[-1] != self.dim:
+            raise ValueError(
+                f"ReversibleBlock(width={self.width}) couples two streams of {self.width}: its state must be "
+                f"{self.dim} wide (even), got {state.shape[-1]}"
+            )
+
     # -- the Bijection contract --------------------------------------------------------------
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         y, logdet, _ = self.forward_for_replay(x, cond, record=False)
@@ -79,6 +86,7 @@ class ReversibleBlock(Bijection):
     def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.training and self.stochastic:
             raise NotInvertibleError("a block with active dropout is a random map: call .eval() before inverse()")
+        self._check_width(y)
         y1, y2 = y.chunk(2, dim=-1)
         x2, ld2 = self._uncouple(y2, self.g(y1, cond))
         x1, ld1 = self._uncouple(y1, self.f(x2, cond))
@@ -88,6 +96,7 @@ class ReversibleBlock(Bijection):
         self, x: torch.Tensor, cond: torch.Tensor | None, record: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Forward, recording the RNG state before ``F`` and before ``G`` when dropout is live."""
+        self._check_width(x)
         live = record and self.training and self.stochastic
         x1, x2 = x.chunk(2, dim=-1)
         rng_f = capture_rng(x.device) if live else None

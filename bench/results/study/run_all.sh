@@ -1,17 +1,22 @@
 #!/bin/bash
-# Study runs on the offline protocol, from a snapshot of the working tree at launch.
+# Study training runs on the offline protocol, from a snapshot of the working tree at launch.
+# Usage: run_all.sh [name ...]   (default: every run below, in this order)
 cd "${BIJDIFF_REPO:-/tmp/snap}"  # the repository (a snapshot of it when it ran)
-D=/work/shared/data/wikitext-2
+D=${BIJDIFF_DATA:-/work/shared/data/wikitext-2}
+S=${BIJDIFF_RUNS:-/work/runs}/study
 ls $D >/dev/null || exit 1
-run() {
-  name=$1; shift
+mkdir -p $S
+declare -A ARGS=(
+  [ar]="model=ar"
+  [standard]="model=standard"
+  [bijective]="model=bijective"
+  [standard-uniform]="model=standard diffusion=uniform"
+  [bijective-uniform]="model=bijective diffusion=uniform"
+)
+for name in ${@:-ar standard bijective standard-uniform bijective-uniform}; do
   start=$(date +%s)
-  python train.py experiment=quick "$@" data.files.train=$D/wiki.valid.tokens data.files.validation=$D/wiki.test.tokens \
-    data.files.test=$D/wiki.test.tokens callbacks.progress.style=plain hydra.run.dir=/work/runs/study/$name > /work/runs/study/$name.log 2>&1
-  echo "$name rc=$? seconds=$(( $(date +%s) - start ))" >> /work/runs/study/done.txt
-}
-run ar model=ar
-run standard model=standard
-run bijective model=bijective
-run standard-uniform model=standard diffusion=uniform
-run bijective-uniform model=bijective diffusion=uniform
+  python train.py experiment=quick ${ARGS[$name]} data.files.train=$D/wiki.valid.tokens \
+    data.files.validation=$D/wiki.test.tokens data.files.test=$D/wiki.test.tokens \
+    callbacks.progress.style=plain hydra.run.dir=$S/$name > $S/$name.log 2>&1
+  echo "$name rc=$? seconds=$(( $(date +%s) - start ))" >> $S/done.txt
+done

@@ -1,28 +1,37 @@
 #!/bin/bash
 # Evaluations behind the README results table (offline protocol), run from a snapshot.
-cd "${BIJDIFF_REPO:-/tmp/snap2}"  # the repository (a snapshot of it when it ran)
-S=/work/runs/study
-ev() {  # name, checkpoint run, args...
-  name=$1; run=$2; shift 2
-  start=$(date +%s)
-  python eval.py ckpt_path=$S/$run/checkpoints/best.ckpt "$@" device=cpu hydra.run.dir=/work/runs/eval/$name \
-    > /work/runs/eval/$name.log 2>&1
-  echo "$name rc=$? seconds=$(( $(date +%s) - start ))" >> /work/runs/eval/done.txt
-}
+# Usage: run_evals.sh [name ...]   (default: every evaluation below); each waits for its training run.
+cd "${BIJDIFF_REPO:-/tmp/snap}"  # the repository (a snapshot of it when it ran)
+S=${BIJDIFF_RUNS:-/work/runs}/study
+E=${BIJDIFF_RUNS:-/work/runs}/eval
+mkdir -p $E
 J="judge_ckpt=$S/ar/checkpoints/best.ckpt"
-for m in ar standard bijective; do ev $m-ppl $m; done
-for m in ar standard bijective; do ev $m-ppl-first256 $m eval.exact=true eval.max_sequences=256; done
-ev ar-sample ar mode=sample sample.num_samples=64 $J
-for m in standard bijective; do
-  ev $m-sample-analytic64 $m mode=sample sample.sampler=analytic sample.steps=64 sample.num_samples=64 $J
-  ev $m-sample-ordered $m mode=sample sample.sampler=ordered sample.num_samples=64 $J
+SAMPLE="mode=sample sample.num_samples=64"
+declare -A EVALS=(  # name -> "training run | eval.py arguments"
+  [ar-ppl]="ar|"
+  [standard-ppl]="standard|"
+  [bijective-ppl]="bijective|"
+  [standard-uniform-ppl]="standard-uniform|"
+  [bijective-uniform-ppl]="bijective-uniform|"
+  [ar-ppl-first256]="ar|eval.exact=true eval.max_sequences=256"
+  [standard-ppl-first256]="standard|eval.exact=true eval.max_sequences=256"
+  [bijective-ppl-first256]="bijective|eval.exact=true eval.max_sequences=256"
+  [ar-sample]="ar|$SAMPLE $J"
+  [standard-sample-analytic64]="standard|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
+  [standard-sample-ordered]="standard|$SAMPLE sample.sampler=ordered $J"
+  [bijective-sample-analytic64]="bijective|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
+  [bijective-sample-ordered]="bijective|$SAMPLE sample.sampler=ordered $J"
+  [standard-uniform-sample-analytic64]="standard-uniform|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
+  [bijective-uniform-sample-analytic64]="bijective-uniform|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
+)
+ALL="ar-ppl standard-ppl bijective-ppl standard-uniform-ppl bijective-uniform-ppl ar-ppl-first256
+standard-ppl-first256 bijective-ppl-first256 ar-sample standard-sample-analytic64 standard-sample-ordered
+bijective-sample-analytic64 bijective-sample-ordered standard-uniform-sample-analytic64
+bijective-uniform-sample-analytic64"
+for name in ${@:-$ALL}; do
+  run=${EVALS[$name]%%|*}; args=${EVALS[$name]#*|}
+  while ! grep -q "^$run " $S/done.txt 2>/dev/null || ! grep -q "^ar " $S/done.txt; do sleep 30; done
+  start=$(date +%s)
+  python eval.py ckpt_path=$S/$run/checkpoints/best.ckpt $args device=cpu hydra.run.dir=$E/$name > $E/$name.log 2>&1
+  echo "$name rc=$? seconds=$(( $(date +%s) - start ))" >> $E/done.txt
 done
-ev bijective-invert bijective mode=invert invert.batches=4
-for steps in 16 256; do ev standard-sample-analytic$steps standard mode=sample sample.steps=$steps sample.num_samples=64 $J; done
-ev standard-sample-euler64 standard mode=sample sample.sampler=euler sample.steps=64 sample.num_samples=64 $J
-while ! grep -q "^standard-uniform " $S/done.txt; do sleep 30; done
-ev standard-uniform-ppl standard-uniform
-ev standard-uniform-sample-analytic64 standard-uniform mode=sample sample.steps=64 sample.num_samples=64 $J
-while ! grep -q "^bijective-uniform " $S/done.txt; do sleep 30; done
-ev bijective-uniform-ppl bijective-uniform
-ev bijective-uniform-sample-analytic64 bijective-uniform mode=sample sample.steps=64 sample.num_samples=64 $J

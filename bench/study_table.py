@@ -1,0 +1,104 @@
+"""The README's Results tables from the study's ``eval.py`` outputs.
+
+    python bench/study_table.py [--dir bench/results/study]
+
+Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
+``<run>-ppl-first256.json`` (exact likelihood on the first 256 blocks), ``<run>-sample-*.json``
+(samples judged by the AR model) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N``, as
+``run_all.sh`` writes them), and prints the three Markdown tables. Missing files leave rows out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ("ar", "standard", "bijective", "standard-uniform", "bijective-uniform")
+NAMES = {
+    "ar": "`ar` (exact)",
+    "standard": "`standard` SEDD, absorbing (bound)",
+    "bijective": "`bijective` SEDD, absorbing, additive, memory-efficient (bound)",
+    "standard-uniform": "`standard` SEDD, uniform, geometric noise (bound)",
+    "bijective-uniform": "`bijective` SEDD, uniform, geometric noise (bound)",
+}
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _clock(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{int(seconds) // 60} m {int(seconds) % 60:02d} s"
+
+
+def train_times(directory: Path) -> dict[str, float]:
+    """Seconds per training run, from ``train_times.txt``."""
+    path = directory / "train_times.txt"
+    times = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        m = re.match(r"(\S+) rc=0 seconds=(\d+)", line)
+        if m:
+            times[m.group(1)] = float(m.group(2))
+    return times
+
+
+def likelihood_table(directory: Path) -> list[str]:
+    times = train_times(directory)
+    rows = ["| model | train wall time | test nats/token | ppl/token | ppl/word |", "| --- | --- | --- | --- | --- |"]
+    unigram = None
+    for run in RUNS:
+        m = _load(directory / f"{run}-ppl.json")
+        if m is None:
+            continue
+        unigram = unigram or m
+        if "nll_bound_stderr" not in m:  # an exact likelihood (the AR model)
+            nll, ppl, word = m["nll_exact_per_token"], m["ppl_exact_per_token"], m["ppl_exact_per_word"]
+            cells = f"{nll:.3f} | {ppl:,.1f} | {word:,.1f}"
+        else:
+            nll, err = m["nll_per_token"], m["nll_bound_stderr"]
+            cells = f"≤ {nll:.3f} ± {err:.3f} | ≤ {m['ppl_bound_per_token']:,.1f} | ≤ {m['ppl_bound_per_word']:,.1f}"
+        rows.append(f"| {NAMES[run]} | {_clock(times.get(run))} | {cells} |")
+    if unigram is not None:
+        u = unigram
+        rows.insert(2, f"| unigram (add-½) | – | {u['unigram_nll_per_token']:.3f} | "
+                       f"{u['unigram_ppl_per_token']:,.1f} | {u['unigram_ppl_per_word']:,.1f} |")
+    return rows
+
+
+def exact_table(directory: Path) -> list[str]:
+    rows = ["| model (first 256 test blocks) | bound nats/token | exact nats/token | exact ppl/token |",
+            "| --- | --- | --- | --- |"]
+    for run in RUNS:
+        m = _load(directory / f"{run}-ppl-first256.json")
+        if m is None:
+            continue
+        bound = f"≤ {m['nll_per_token']:.3f} ± {m['nll_bound_stderr']:.3f}" if "nll_bound_stderr" in m else "–"
+        rows.append(f"| `{run}` | {bound} | {m['nll_exact_per_token']:.3f} | {m['ppl_exact_per_token']:,.1f} |")
+    return rows
+
+
+def sample_table(directory: Path) -> list[str]:
+    rows = ["| model, sampler | network calls / sample | gen. ppl (AR judge) | entropy | distinct-4 | tokens/s |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for run in RUNS:
+        for path in sorted(directory.glob(f"{run}-sample*.json")):
+            m = _load(path)
+            how = "ancestral" if m["model"] == "ar" else (
+                m["sampler"] if m["sampler"] == "ordered" else f"{m['sampler']}, {m['steps']} steps")
+            rows.append(f"| `{run}`, {how} | {m['network_calls_per_sample']} | {m['gen_ppl']:,.1f} | {m['entropy']:.2f} | "
+                        f"{m['distinct_4']:.2f} | {m['tokens_per_s']:.1f} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=ROOT / "bench" / "results" / "study")
+    args = parser.parse_args()
+    for table in (likelihood_table(args.dir), exact_table(args.dir), sample_table(args.dir)):
+        print("\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()

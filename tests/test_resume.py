@@ -1,0 +1,130 @@
+"""Exact resume, Ctrl-C checkpoints and non-finite losses."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from bijdiff.app.train import train
+from bijdiff.errors import NonFiniteLossError
+from bijdiff.objectives import DiffusionObjective
+
+from .conftest import ROOT, TINY, compose_config
+
+
+def _cfg(wiki_files: dict[str, Path], out: Path, cache: Path, *extra: str):
+    return compose_config(
+        "train",
+        TINY
+        + [f"data.files.{k}={v}" for k, v in wiki_files.items()]
+        + [f"paths.output_dir={out}", f"paths.cache_dir={cache}"]
+        + list(extra),
+    )
+
+
+def _state(ckpt_path: Path) -> dict[str, torch.Tensor]:
+    """Parameters, EMA shadows and optimizer moments of a checkpoint, flattened by name."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    flat = dict(ckpt["state_dict"])
+    for i, s in ckpt["optimizer_states"][0]["state"].items():
+        flat |= {f"opt.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)}
+    return flat
+
+
+def test_resumed_run_matches_the_uninterrupted_run(wiki_files, tmp_path: Path) -> None:
+    # 10 batches per epoch: the checkpoint at step 14 is mid-epoch and the run crosses two epoch
+    # boundaries; dropout and EMA are on, so every source of state must carry over.
+    common = [
+        "trainer.max_steps=24", "trainer.val_check_interval=14", "data.batch_size=2", "data.seq_len=8",
+        "model.dropout=0.1", "ema.decay=0.9", "callbacks.checkpoint.filename='step{step}'",
+        "callbacks.checkpoint.save_top_k=-1", "callbacks.progress.every=100", "+trainer.limit_train_batches=10",
+    ]
+    cache = tmp_path / "cache"
+    full = train(_cfg(wiki_files, tmp_path / "full", cache, *common))
+    mid = tmp_path / "full" / "checkpoints" / "step14.ckpt"
+    assert mid.is_file() and full["global_step"] == 24
+    resumed = train(_cfg(wiki_files, tmp_path / "resumed", cache, *common, f"ckpt_path={mid}"))
+    assert resumed["global_step"] == 24
+
+    a = _state(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    b = _state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys() and any(k.startswith("ema.") for k in a) and any(k.startswith("opt.") for k in a)
+    worst = max(((a[k].double() - b[k].double()).abs().max().item(), k) for k in a)
+    assert worst[0] <= 1e-6, f"resumed run diverged from the uninterrupted one at {worst[1]}: {worst[0]:.3g}"
+    for run in ("full", "resumed"):  # the last logged training losses agree too
+        rows = (tmp_path / run / "csv" / "metrics.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        col = header.index("train/loss")
+        losses = [r.split(",")[col] for r in rows[1:] if r.split(",")[col]]
+        if run == "full":
+            expected = float(losses[-1])
+        else:
+            assert abs(float(losses[-1]) - expected) <= 1e-6
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resumes(wiki_files, tmp_path: Path) -> None:
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = TINY + [f"data.files.{k}={v}" for k, v in wiki_files.items()] + [
+        f"paths.output_dir={out}", f"paths.cache_dir={cache}", f"hydra.run.dir={out}", "trainer.max_steps=100000",
+        "trainer.val_check_interval=100000",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("step 5/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    output = "".join(seen) + rest
+    assert proc.returncode != 0, output[-2000:]
+    ckpt = out / "checkpoints" / "interrupted.ckpt"
+    assert ckpt.is_file(), output[-2000:]
+    assert f"to resume: ckpt_path={ckpt}" in output
+    step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    assert step >= 5
+    result = train(_cfg(wiki_files, out, cache, f"ckpt_path={ckpt}", f"trainer.max_steps={step + 2}"))
+    assert result["global_step"] == step + 2
+
+
+def _nan_on_calls(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None) -> None:
+    """Make the diffusion loss NaN on the given training calls (1-based; None: from the second on)."""
+    real = DiffusionObjective.train_nats
+    calls = {"n": 0}
+
+    def patched(self, *args, **kwargs):
+        calls["n"] += 1
+        nats = real(self, *args, **kwargs)
+        bad = calls["n"] >= 2 if bad_calls is None else calls["n"] in bad_calls
+        return nats * float("nan") if bad else nats
+
+    monkeypatch.setattr(DiffusionObjective, "train_nats", patched)
+
+
+def test_nonfinite_losses_are_skipped_with_a_warning(wiki_files, tmp_path: Path, monkeypatch) -> None:
+    _nan_on_calls(monkeypatch, {2, 3})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(_cfg(wiki_files, tmp_path / "run", tmp_path / "cache", "trainer.max_steps=5"))
+    messages = [str(w.message) for w in caught if "non-finite training loss" in str(w.message)]
+    assert len(messages) == 2 and "optim.max_nonfinite_steps=10" in messages[0]
+    assert result["global_step"] == 5
+    ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_too_many_nonfinite_losses_stop_with_a_checkpoint(wiki_files, tmp_path: Path, monkeypatch) -> None:
+    _nan_on_calls(monkeypatch, None)
+    with pytest.raises(NonFiniteLossError, match=r"optim.max_nonfinite_steps=2.*Lower optim.lr"):
+        train(_cfg(wiki_files, tmp_path / "run", tmp_path / "cache", "trainer.max_steps=20", "optim.max_nonfinite_steps=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "interrupted.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 3  # one good step, two skipped; the third NaN stopped it
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
