@@ -1,6 +1,7 @@
 """Training throughput of the default model against the machine's measured fp32 matmul peak.
 
-    python bench/throughput.py [--batch 32] [--seq 128] [--steps 10] [--out bench/results/throughput.json]
+    python bench/throughput.py [--batch 32] [--seq 128] [--steps 10] [--set model.dropout=0.0 ...]
+                               [--out bench/results/throughput.json]
 
 For ``model=standard``, ``model=bijective`` without and with memory efficiency (the default
 config otherwise: d_model 256, 4 layers, vocabulary 8192, absorbing graph): the median time of a
@@ -75,7 +76,7 @@ def make_step(overrides: list[str], args: argparse.Namespace):
     from bijdiff.objectives import build_objective
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides + [f"data.vocab_size={args.vocab}"])
+        cfg = compose(config_name="train", overrides=overrides + [f"data.vocab_size={args.vocab}"] + args.set)
     plain = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "diffusion")}
     plain["data"] = {"vocab_size": args.vocab}
     torch.manual_seed(0)
@@ -98,6 +99,20 @@ def make_step(overrides: list[str], args: argparse.Namespace):
     return step, counter.total, params
 
 
+def profile(args: argparse.Namespace) -> None:
+    """The operators that take the time of one training step, by self CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step, flops, _ = make_step(VARIANTS[args.profile], args)
+    for _ in range(args.warmup):
+        step()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print(f"{flops / 1e9:.1f} GFLOP in the step (matmuls and attention)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -106,9 +121,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--matmul-n", type=int, default=2048)
+    parser.add_argument("--profile", choices=list(VARIANTS), help="print where one step of this variant spends its time, then exit")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for every variant, e.g. model.dropout=0.0")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
     args = parser.parse_args()
 
+    if args.profile:
+        profile(args)
+        return
     peak = matmul_peak(args.matmul_n, 10)
     steps = {name: make_step(overrides, args) for name, overrides in VARIANTS.items()}
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -131,11 +151,12 @@ def main() -> None:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "matmul_peak_gflop_per_s": peak, "batch": args.batch, "seq_len": args.seq, "vocab": args.vocab,
-        "steps": args.steps, "rows": rows,
+        "steps": args.steps, "overrides": args.set, "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"fp32 matmul peak ({args.matmul_n}², best of 20): {peak:.1f} GFLOP/s; batch {args.batch} × {args.seq} tokens")
+    print(f"fp32 matmul peak ({args.matmul_n}², best of 20): {peak:.1f} GFLOP/s; batch {args.batch} × {args.seq} tokens; "
+          f"overrides: {' '.join(args.set) or 'none'}")
     print("| variant | params | step (s) | tokens/s | GFLOP/step | GFLOP/s | of peak |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -45,11 +45,28 @@ class AutoregressiveLM(nn.Module):
         return per_token.sum(-1)
 
     @torch.no_grad()
-    def generate(self, shape: tuple[int, int], generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Ancestral sampling ``Long[B, L]``, one network call per position (no KV cache)."""
+    def generate(
+        self, shape: tuple[int, int], generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+        kv_cache: bool = True,
+    ) -> torch.Tensor:
+        """Ancestral sampling ``Long[B, L]``: one position per network call.
+
+        With ``kv_cache`` each call runs the new position only against cached keys and values
+        (``O(L)`` work per sample instead of ``O(L²)``); without it, the whole prefix is rerun.
+        """
         b, length = shape
         x = torch.zeros(shape, dtype=torch.long, device=device)
-        for k in range(length):
-            probs = torch.softmax(self(x[:, : k + 1])[:, k].to(sampling.draw_dtype(device)), dim=-1)
-            x[:, k] = sampling.sample_categorical(probs, generator)
+        dtype = sampling.draw_dtype(device)
+        if not kv_cache:
+            for k in range(length):
+                probs = torch.softmax(self(x[:, : k + 1])[:, k].to(dtype), dim=-1)
+                x[:, k] = sampling.sample_categorical(probs, generator)
+            return x
+        cond = self.cond.expand(b, -1)
+        token = torch.full((b, 1), self.bos_id, dtype=torch.long, device=device)
+        with self.backbone.kv_cache():
+            for k in range(length):
+                logits = self.head(self.backbone(self.embed(token), cond), cond)[:, -1]
+                x[:, k] = sampling.sample_categorical(torch.softmax(logits.to(dtype), dim=-1), generator)
+                token = x[:, k : k + 1]
         return x

@@ -1,14 +1,15 @@
 """Trunks: the stack of blocks between embedding and head, called ``trunk(h, cond)``."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..nn import ActNorm, Bijection, LULinear, NotInvertibleError, ReversibleBlock, ReversibleStack
-from ..nn.layers import attention_branch, mlp_branch
+from ..nn.layers import KVCache, attention_branch, mlp_branch
 
 MIXINGS = ("none", "lu")
 
@@ -54,6 +55,20 @@ class StandardTrunk(nn.Module):
         for block in self.blocks:
             h = block(h, cond)
         return h
+
+    @contextmanager
+    def kv_cache(self) -> Iterator[None]:
+        """Within the block, a causal trunk takes one new position per call and caches keys/values."""
+        layers = [block.attn.inner for block in self.blocks]
+        if not all(layer.causal for layer in layers):
+            raise ValueError("a KV cache needs a causal trunk (the autoregressive model)")
+        for layer in layers:
+            layer.cache = KVCache()
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.cache = None
 
     def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise not_invertible("S" * len(self.blocks))

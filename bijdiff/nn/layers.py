@@ -53,9 +53,31 @@ class AdaLN(nn.Module):
         return modulate(self.norm(x), shift, scale), gate[:, None, :]
 
 
+class KVCache:
+    """Rotated keys and values of the positions decoded so far, for one causal attention layer."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``[B, H, L_new, h]`` keys and values; return all of them."""
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
 class SelfAttention(nn.Module):
     """Multi-head attention with rotary positions (``scaled_dot_product_attention``), bidirectional
-    unless ``causal`` (the autoregressive baseline)."""
+    unless ``causal`` (the autoregressive baseline).
+
+    With ``cache`` set (a causal layer during decoding, see ``StandardTrunk.kv_cache``) each call
+    takes the next position(s) only, attends to every cached one and appends its own keys.
+    """
 
     def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, out_dim: int | None = None, causal: bool = False) -> None:
         super().__init__()
@@ -68,14 +90,21 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, out_dim or dim, bias=False)
         self.dropout = dropout
         self.causal = causal
+        self.cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, dim = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
-        cos, sin = rotary_tables(length, dim // self.n_heads, x.device, q.dtype)
+        offset = self.cache.length if self.cache is not None else 0
+        if offset and length > 1:
+            raise ValueError("a KV-cached attention layer decodes one position per call after the first")
+        cos, sin = rotary_tables(offset + length, dim // self.n_heads, x.device, q.dtype)
+        cos, sin = cos[offset:], sin[offset:]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.cache is not None:
+            k, v = self.cache.extend(k, v)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal and length > 1)
         return self.out(y.transpose(1, 2).reshape(b, length, dim))
 
 
