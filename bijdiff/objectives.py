@@ -33,13 +33,12 @@ class Objective(ABC):
     @abstractmethod
     def sample(
         self, model: nn.Module, shape: tuple[int, int], steps: int, method: str,
-        device: torch.device | str, generator: torch.Generator | None = None,
+        device: torch.device | str, generator: torch.Generator | None = None, stats: dict[str, float] | None = None,
     ) -> torch.Tensor:
-        """Draw ``Long[B, L]`` sequences; ``steps`` and ``method`` choose the diffusion sampler."""
+        """Draw ``Long[B, L]`` sequences; ``steps`` and ``method`` choose the diffusion sampler.
 
-    def network_calls(self, length: int, steps: int, method: str) -> int:
-        """Network evaluations per sample batch for ``sample``."""
-        return length if method == "ordered" else steps + 1
+        ``stats["network_calls_per_sample"]`` receives the network evaluations per sequence.
+        """
 
 
 class DiffusionObjective(Objective):
@@ -57,8 +56,8 @@ class DiffusionObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return elbo_nats(model, self.graph, self.noise, x0, mask, samples, generator)
 
-    def sample(self, model, shape, steps, method, device, generator=None):
-        return sample(model, self.graph, self.noise, shape, steps, method, device, generator)
+    def sample(self, model, shape, steps, method, device, generator=None, stats=None):
+        return sample(model, self.graph, self.noise, shape, steps, method, device, generator, stats=stats)
 
 
 class AutoregressiveObjective(Objective):
@@ -73,12 +72,11 @@ class AutoregressiveObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return model.nll(x0, mask)[:, None]
 
-    def sample(self, model, shape, steps, method, device, generator=None):
-        """Ancestral sampling; ``steps`` and ``method`` do not apply."""
+    def sample(self, model, shape, steps, method, device, generator=None, stats=None):
+        """Ancestral sampling with a KV cache; ``steps`` and ``method`` do not apply."""
+        if stats is not None:
+            stats["network_calls_per_sample"] = float(shape[1])
         return model.generate(shape, generator, device)
-
-    def network_calls(self, length: int, steps: int, method: str) -> int:
-        return length
 
 
 def build_objective(cfg: Mapping[str, Any], model: nn.Module) -> Objective:

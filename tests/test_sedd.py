@@ -287,3 +287,31 @@ def test_kv_cached_ar_sampling_equals_rerunning_the_prefix() -> None:
     torch.testing.assert_close(torch.cat(steps, dim=1), model(cached), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="causal trunk"), tiny_denoiser().backbone.kv_cache():
         pass
+
+
+@pytest.mark.parametrize("graph_name", ["absorb", "uniform"])
+def test_samplers_skip_the_network_for_unchanged_sequences_without_time_conditioning(graph_name) -> None:
+    def model(time_conditioning: bool):
+        cfg = {"model": {"name": "standard", "d_model": 16, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2.0, "dropout": 0.0,
+                         "cond_dim": 8, "time_conditioning": time_conditioning}, "diffusion": {"graph": graph_name}}
+        m = build_model(cfg, 7).double().eval()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(p.numel()))
+        return m
+
+    graph, noise = model(False).graph, LogLinearNoise()
+    steps, shape = 64, (32, 6)
+    runs = {}
+    for tc in (False, True):
+        for reuse in (False, True):
+            stats = {}
+            x = sample(model(tc), graph, noise, shape, steps, "analytic", generator=torch.Generator().manual_seed(5),
+                       reuse=reuse, stats=stats)
+            runs[tc, reuse] = (x, stats["network_calls_per_sample"])
+    assert torch.equal(runs[False, True][0], runs[False, False][0])  # reuse changes no draw
+    assert runs[False, False][1] == runs[True, True][1] == runs[True, False][1] == steps + 1
+    if graph_name == "absorb":  # 6 tokens over 64 steps: most steps change nothing in a sequence
+        assert runs[False, True][1] < 0.3 * (steps + 1)
+    else:
+        assert runs[False, True][1] <= steps + 1

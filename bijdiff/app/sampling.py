@@ -63,22 +63,23 @@ def sample_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module,
         raise ConfigError("sample.num_samples and sample.batch_size must be ≥ 1")
     length = int(s.length or module.hparams["cfg"]["data"]["seq_len"])
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
-    chunks, start = [], time.perf_counter()
+    chunks, calls, start = [], 0.0, time.perf_counter()
     for first in range(0, int(s.num_samples), int(s.batch_size)):
         shape = (min(int(s.batch_size), int(s.num_samples) - first), length)
-        chunks.append(module.objective.sample(model, shape, int(s.steps), s.sampler, device, generator).cpu())
+        stats: dict[str, float] = {}
+        chunks.append(module.objective.sample(model, shape, int(s.steps), s.sampler, device, generator, stats).cpu())
+        calls += stats["network_calls_per_sample"] * shape[0]
         print(f"sample: {first + shape[0]}/{s.num_samples}, {time.perf_counter() - start:.0f}s", flush=True)
     seconds = time.perf_counter() - start
     ids = torch.cat(chunks)
     sampler = "ancestral" if is_ar else s.sampler
-    network_calls = module.objective.network_calls(length, int(s.steps), s.sampler)
     tokenizer = Tokenizer.from_str(module.extra_state["tokenizer"])
     rows = [{"index": i, "text": decode_ids(tokenizer, row), "ids": row} for i, row in enumerate(ids.tolist())]
     path = write_text_atomic(Path(cfg.paths.output_dir) / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     metrics = {
         "sampler": sampler,
         "steps": int(s.steps) if sampler in ("euler", "analytic") else length,
-        "network_calls_per_sample": network_calls,
+        "network_calls_per_sample": calls / len(ids),
         "num_samples": len(rows),
         "length": length,
         "sample_seconds": seconds,

@@ -17,7 +17,7 @@ def trunk_round_trip(model: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tens
     model.eval()
     try:
         y, logdet = model.encode(x0, sigma)
-        rebuilt, logdet_inv = model.backbone.inverse(y, model.sigma_embed(sigma))
+        rebuilt, logdet_inv = model.backbone.inverse(y, model.condition(sigma))
     finally:
         model.train(was_training)
     state = model.embed(x0)

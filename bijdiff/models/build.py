@@ -45,7 +45,7 @@ def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denois
     merge = m.get("merge", "residual")
     if merge not in MERGES:
         raise ConfigError(f"unknown model.merge={merge!r}; choose one of {list(MERGES)}")
-    return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"], merge)
+    return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"], merge, bool(m.get("time_conditioning", True)))
 
 
 def describe_model(cfg: Mapping[str, Any], model: Denoiser | AutoregressiveLM) -> str:

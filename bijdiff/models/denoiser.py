@@ -16,13 +16,19 @@ class Denoiser(nn.Module):
     The trunk (``backbone``) maps embeddings to features under the time conditioning
     ``cond = embed(σ̄)``; the graph turns the head's logits into log-scores. A bijective backbone
     works on the two-stream state: the embedding is duplicated into both streams and the
-    streams are merged for the head (``model.merge``).
+    streams are merged for the head (``model.merge``). With ``time_conditioning=False`` the
+    conditioning is ``embed(0)`` for every σ̄: the head's logits then depend on ``x_t`` alone
+    (the graph still applies σ̄ in turning them into scores), which samplers exploit.
     """
 
-    def __init__(self, graph: Absorbing, backbone: nn.Module, d_model: int, cond_dim: int, merge: str = "residual") -> None:
+    def __init__(
+        self, graph: Absorbing, backbone: nn.Module, d_model: int, cond_dim: int, merge: str = "residual",
+        time_conditioning: bool = True,
+    ) -> None:
         super().__init__()
         self.graph = graph
         self.merge = merge
+        self.time_conditioning = time_conditioning
         self.embed = nn.Embedding(graph.dim, d_model)
         self.sigma_embed = TimestepEmbedding(cond_dim)
         self.backbone = backbone
@@ -33,9 +39,13 @@ class Denoiser(nn.Module):
         """Whether the trunk is a ``Bijection`` (exact inverse and log-det)."""
         return isinstance(self.backbone, Bijection)
 
+    def condition(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The adaLN conditioning ``[B, cond_dim]``: ``embed(σ̄)``, or ``embed(0)`` without time conditioning."""
+        return self.sigma_embed(sigma if self.time_conditioning else torch.zeros_like(sigma))
+
     def features(self, x_t: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Trunk features ``[B, L, d_model]`` for the head, and the conditioning vector."""
-        cond = self.sigma_embed(sigma)
+        cond = self.condition(sigma)
         h = self.embed(x_t)
         if self.bijective:
             h = merge_streams(self.backbone(split_streams(h), cond)[0], h, self.merge)
@@ -44,8 +54,12 @@ class Denoiser(nn.Module):
         return h, cond
 
     def forward(self, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.graph.log_score_from_logits(self.logits(x_t, sigma), x_t, sigma[:, None])
+
+    def logits(self, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Head logits ``[B, L, num_tokens]``, before the graph turns them into log-scores."""
         h, cond = self.features(x_t, sigma)
-        return self.graph.log_score_from_logits(self.head(h, cond), x_t, sigma[:, None])
+        return self.head(h, cond)
 
     def logits_at(self, x_t: torch.Tensor, sigma: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         """Head logits ``[M, num_tokens]`` at the ``M`` positions where ``where`` is True.
@@ -65,12 +79,12 @@ class Denoiser(nn.Module):
     def encode(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The trunk's output ``[B, L, 2·d_model]`` for tokens ``x``, and its log-det ``[B]``."""
         self._require_bijective()
-        return self.backbone(split_streams(self.embed(x)), self.sigma_embed(sigma))
+        return self.backbone(split_streams(self.embed(x)), self.condition(sigma))
 
     def decode_latent(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Invert the trunk exactly and map each position to its nearest embedding row."""
         self._require_bijective()
-        state, _ = self.backbone.inverse(y, self.sigma_embed(sigma))
+        state, _ = self.backbone.inverse(y, self.condition(sigma))
         return self.nearest_tokens(state.chunk(2, dim=-1)[0])
 
     def nearest_tokens(self, h: torch.Tensor) -> torch.Tensor:
