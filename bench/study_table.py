@@ -15,11 +15,14 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ("ar", "standard", "bijective", "standard-uniform", "bijective-uniform")
+RUNS = ("ar", "standard", "bijective", "bijective-affine", "hybrid", "hybrid-affine",
+        "standard-uniform", "bijective-uniform", "bijective-affine-uniform", "hybrid-uniform")
 NAMES = {
     "ar": "`ar` (exact)",
     "standard": "`standard` SEDD, absorbing (bound)",
     "bijective": "`bijective` SEDD, absorbing, additive, memory-efficient (bound)",
+    "bijective-affine": "`bijective` SEDD, absorbing, affine, memory-efficient (bound)",
+    "hybrid": "`hybrid` (RRSS) SEDD, absorbing, additive (bound)",
     "standard-uniform": "`standard` SEDD, uniform, geometric noise (bound)",
     "bijective-uniform": "`bijective` SEDD, uniform, geometric noise (bound)",
 }
@@ -59,7 +62,7 @@ def likelihood_table(directory: Path) -> list[str]:
         else:
             nll, err = m["nll_per_token"], m["nll_bound_stderr"]
             cells = f"≤ {nll:.3f} ± {err:.3f} | ≤ {m['ppl_bound_per_token']:,.1f} | ≤ {m['ppl_bound_per_word']:,.1f}"
-        rows.append(f"| {NAMES[run]} | {_clock(times.get(run))} | {cells} |")
+        rows.append(f"| {NAMES.get(run, f'`{run}` (bound)')} | {_clock(times.get(run))} | {cells} |")
     if unigram is not None:
         u = unigram
         rows.insert(2, f"| unigram (add-½) | – | {u['unigram_nll_per_token']:.3f} | "
@@ -87,7 +90,7 @@ def sample_table(directory: Path) -> list[str]:
             m = _load(path)
             how = "ancestral" if m["model"] == "ar" else (
                 m["sampler"] if m["sampler"] == "ordered" else f"{m['sampler']}, {m['steps']} steps")
-            rows.append(f"| `{run}`, {how} | {m['network_calls_per_sample']} | {m['gen_ppl']:,.1f} | {m['entropy']:.2f} | "
+            rows.append(f"| `{run}`, {how} | {m['network_calls_per_sample']:.3g} | {m['gen_ppl']:,.1f} | {m['entropy']:.2f} | "
                         f"{m['distinct_4']:.2f} | {m['tokens_per_s']:.1f} |")
     return rows
 

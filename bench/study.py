@@ -1,0 +1,148 @@
+"""Evaluate every run of a comparison study and write the README's Results tables and plots.
+
+    python train.py -m experiment=quick model=ar,standard,bijective,bijective_affine,hybrid $FILES \\
+        hydra.sweep.dir=runs/study
+    python bench/study.py --runs runs/study [--out bench/results/study] [--readme README.md]
+
+For each run directory under ``--runs`` (one holding ``checkpoints/best.ckpt``), named from its
+config (``bijective``, ``bijective-affine``, ``standard-uniform``...), it runs ``eval.py`` for
+the test perplexity (``<name>-ppl.json``), the exact likelihood of the first 256 test blocks
+(``<name>-ppl-first256.json``, absorbing and AR), and samples judged by the study's ``ar`` run
+(``<name>-sample-analytic<steps>.json`` for each ``--steps``, ``<name>-sample-ordered.json``).
+Results already in ``--out`` are kept (delete a file to redo it). Then it writes the tables
+(``bench/study_table.py``) into the README between the ``<!-- study-tables -->`` markers, the
+validation curves (``val_nll.png``) and generative perplexity against sampling steps
+(``gen_ppl_vs_steps.png``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from learning_curves import read_curve
+from study_table import likelihood_table, exact_table, sample_table
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- study-tables:begin -->", "<!-- study-tables:end -->"
+
+
+def run_name(run_dir: Path) -> str:
+    """``<model>[-affine][-uniform]`` from the run's composed config."""
+    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    m, d = cfg["model"], cfg["diffusion"]
+    name = m["name"]
+    if m.get("coupling") == "affine" and name in ("bijective", "hybrid"):
+        name += "-affine"
+    if name != "ar" and d["graph"] == "uniform":
+        name += "-uniform"
+    return name
+
+
+def find_runs(root: Path) -> dict[str, Path]:
+    runs = {}
+    for best in sorted(root.glob("**/checkpoints/best.ckpt")):
+        run_dir = best.parent.parent
+        name = run_name(run_dir)
+        if name in runs:
+            raise SystemExit(f"two runs are both {name!r}: {runs[name]} and {run_dir}; give --runs one study")
+        runs[name] = run_dir
+    return runs
+
+
+def train_seconds(run_dir: Path) -> float:
+    """Wall time of the run: from its composed config to its final ``last.ckpt``."""
+    return (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime - (run_dir / ".hydra" / "config.yaml").stat().st_mtime
+
+
+def evaluate(run_dir: Path, out: Path, *args: str) -> None:
+    """``eval.py`` on the run's best checkpoint, unless ``out`` exists."""
+    if out.is_file():
+        return
+    cmd = [sys.executable, "eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"output_json={out}", *args]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def plot(runs: dict[str, Path], out: Path, steps: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, run_dir in runs.items():
+        curve = read_curve(run_dir)
+        ax.plot(list(curve), list(curve.values()), marker="o", label=name)
+    ax.set(xlabel="optimizer step", ylabel="validation nats/token (bound; exact for ar)", title="Validation NLL")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "val_nll.png", dpi=120)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in runs:
+        points = [(s, json.loads(p.read_text())["gen_ppl"]) for s in steps
+                  if (p := out / f"{name}-sample-analytic{s}.json").is_file()]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="sampling steps (analytic)", ylabel="generative ppl (AR judge)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "gen_ppl_vs_steps.png", dpi=120)
+
+
+def write_readme(readme: Path, out: Path) -> None:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme} has no {BEGIN} … {END} markers to write the tables between")
+    tables = "\n\n".join("\n".join(t) for t in (likelihood_table(out), exact_table(out), sample_table(out)))
+    head, rest = text.split(BEGIN, 1)
+    readme.write_text(f"{head}{BEGIN}\n{tables}\n{END}{rest.split(END, 1)[1]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, required=True, help="a directory holding the study's run directories")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps")
+    parser.add_argument("--num-samples", type=int, default=64)
+    parser.add_argument("--exact-sequences", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    runs = find_runs(args.runs)
+    if "ar" not in runs:
+        raise SystemExit(f"no ar run under {args.runs}: the study needs it as the judge of samples")
+    args.out.mkdir(parents=True, exist_ok=True)
+    judge = f"judge_ckpt={runs['ar'] / 'checkpoints' / 'best.ckpt'}"
+    sample = ["mode=sample", f"sample.num_samples={args.num_samples}", judge]
+    device = f"device={args.device}"
+    with open(args.out / "train_times.txt", "a") as times:
+        for name, run_dir in runs.items():
+            times.write(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}\n")
+    for name, run_dir in runs.items():
+        evaluate(run_dir, args.out / f"{name}-ppl.json", device)
+        absorbing = name == "ar" or not name.endswith("-uniform")
+        if absorbing:
+            evaluate(run_dir, args.out / f"{name}-ppl-first256.json", device, "eval.exact=true",
+                     f"eval.max_sequences={args.exact_sequences}")
+        if name == "ar":
+            evaluate(run_dir, args.out / "ar-sample.json", device, *sample)
+            continue
+        for steps in args.steps:
+            evaluate(run_dir, args.out / f"{name}-sample-analytic{steps}.json", device, *sample,
+                     "sample.sampler=analytic", f"sample.steps={steps}")
+        if absorbing:
+            evaluate(run_dir, args.out / f"{name}-sample-ordered.json", device, *sample, "sample.sampler=ordered")
+    plot(runs, args.out, args.steps)
+    write_readme(args.readme, args.out)
+    print(f"study: {len(runs)} runs; metrics and plots in {args.out}; tables written to {args.readme}")
+
+
+if __name__ == "__main__":
+    main()
