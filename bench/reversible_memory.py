@@ -24,8 +24,8 @@ from pathlib import Path
 VARIANTS = ("standard", "bijective", "bijective-memeff")
 
 
-def make_step(variant: str, depth: int, args: argparse.Namespace):
-    """A train step of the trunk (forward, loss, backward) returning the bytes saved for backward."""
+def build_trunk(variant: str, depth: int, args: argparse.Namespace):
+    """The variant's trunk at ``depth`` blocks with an embedding-sized input and a conditioning vector."""
     import torch
 
     from bijdiff import build_model
@@ -37,22 +37,34 @@ def make_step(variant: str, depth: int, args: argparse.Namespace):
                  "memory_efficient": variant.endswith("memeff"), "mixing": "none", "actnorm": False}
     model = build_model({"model": model_cfg, "diffusion": {"graph": "absorb"}, "data": {"vocab_size": 1024}})
     trunk, width = model.backbone, args.d_model * (1 if name == "standard" else 2)
-    x = torch.randn(args.batch, args.seq, width)
-    cond = torch.randn(args.batch, 128, requires_grad=True)
+    return trunk, torch.randn(args.batch, args.seq, width), torch.randn(args.batch, 128, requires_grad=True)
+
+
+def trunk_loss(trunk, x, cond, count: bool = False):
+    """The trunk's forward and a loss on its output; with ``count``, also the bytes saved for backward."""
+    import torch
+
+    saved = 0
+
+    def pack(t):
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if count else contextlib.nullcontext()
+    with hooks:
+        out = trunk(x.requires_grad_(True), cond)
+        out = out[0] if isinstance(out, tuple) else out
+        loss = out.square().mean()
+    return loss, saved
+
+
+def make_step(variant: str, depth: int, args: argparse.Namespace):
+    """A train step of the trunk (forward, loss, backward) returning the bytes saved for backward."""
+    trunk, x, cond = build_trunk(variant, depth, args)
 
     def step(count: bool = False) -> int:
-        saved = 0
-
-        def pack(t):
-            nonlocal saved
-            saved += t.numel() * t.element_size()
-            return t
-
-        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if count else contextlib.nullcontext()
-        with hooks:
-            out = trunk(x.requires_grad_(True), cond)
-            out = out[0] if isinstance(out, tuple) else out
-            loss = out.square().mean()
+        loss, saved = trunk_loss(trunk, x, cond, count)
         loss.backward()
         return saved
 
