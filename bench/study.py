@@ -2,9 +2,11 @@
 
     python train.py -m experiment=quick model=ar,standard,bijective,bijective_affine,hybrid $FILES \\
         hydra.sweep.dir=runs/study
-    python bench/study.py --runs runs/study [--out bench/results/study] [--readme README.md]
+    python train.py -m experiment=quick model=standard,bijective diffusion=uniform $FILES \
+        hydra.sweep.dir=runs/study-uniform
+    python bench/study.py --runs runs/study runs/study-uniform [--out bench/results/study] [--readme README.md]
 
-For each run directory under ``--runs`` (one holding ``checkpoints/best.ckpt``), named from its
+For each run directory under the ``--runs`` directories (one holding ``checkpoints/best.ckpt``), named from its
 config (``bijective``, ``bijective-affine``, ``standard-uniform``...), it runs ``eval.py`` for
 the test perplexity (``<name>-ppl.json``), the exact likelihood of the first 256 test blocks
 (``<name>-ppl-first256.json``, absorbing and AR), and samples judged by the study's ``ar`` run
@@ -43,9 +45,9 @@ def run_name(run_dir: Path) -> str:
     return name
 
 
-def find_runs(root: Path) -> dict[str, Path]:
+def find_runs(roots: list[Path]) -> dict[str, Path]:
     runs = {}
-    for best in sorted(root.glob("**/checkpoints/best.ckpt")):
+    for best in sorted(b for root in roots for b in root.glob("**/checkpoints/best.ckpt")):
         run_dir = best.parent.parent
         name = run_name(run_dir)
         if name in runs:
@@ -106,7 +108,7 @@ def write_readme(readme: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, required=True, help="a directory holding the study's run directories")
+    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="directories holding the study's run directories")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps")
@@ -117,7 +119,7 @@ def main() -> None:
 
     runs = find_runs(args.runs)
     if "ar" not in runs:
-        raise SystemExit(f"no ar run under {args.runs}: the study needs it as the judge of samples")
+        raise SystemExit(f"no ar run under {[str(r) for r in args.runs]}: the study needs it as the judge of samples")
     args.out.mkdir(parents=True, exist_ok=True)
     judge = f"judge_ckpt={runs['ar'] / 'checkpoints' / 'best.ckpt'}"
     sample = ["mode=sample", f"sample.num_samples={args.num_samples}", judge]
