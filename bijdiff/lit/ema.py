@@ -25,6 +25,8 @@ class EMA(nn.Module):
         for i, p in enumerate(model.parameters()):
             self.shadow.register_buffer(f"p{i}", p.detach().clone())
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self._count: int | None = None  # host copy of num_updates: no device sync per step
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_count", None))
 
     def _shadows(self) -> list[torch.Tensor]:
         return list(self.shadow.buffers())
@@ -32,8 +34,11 @@ class EMA(nn.Module):
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the shadows towards the current parameters."""
+        if self._count is None:
+            self._count = int(self.num_updates)
+        self._count += 1
         self.num_updates += 1
-        n = float(self.num_updates.item())
+        n = float(self._count)
         decay = min(self.decay, (1.0 + n) / (10.0 + n))
         params = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(self._shadows(), params, 1.0 - decay)
