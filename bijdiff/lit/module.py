@@ -146,11 +146,12 @@ class DiffusionLM(L.LightningModule):
 
     # -- checkpoint extras -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["bijdiff"] = dict(self.extra_state, words_per_token=self.words_per_token)
+        checkpoint["bijdiff"] = dict(self.extra_state, words_per_token=self.words_per_token, nonfinite_steps=self.nonfinite_steps)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = dict(checkpoint.get("bijdiff", {}))
         self.words_per_token = extra.pop("words_per_token", None)
+        self.nonfinite_steps = int(extra.pop("nonfinite_steps", 0))  # the limit counts across resumes
         self.extra_state = extra
 
 
