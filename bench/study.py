@@ -27,10 +27,9 @@ from pathlib import Path
 import yaml
 
 from learning_curves import read_curve
-from study_table import likelihood_table, exact_table, sample_table
+from study_table import write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- study-tables:begin -->", "<!-- study-tables:end -->"
 
 
 def run_name(run_dir: Path) -> str:
@@ -97,15 +96,6 @@ def plot(runs: dict[str, Path], out: Path, steps: list[int]) -> None:
     fig.savefig(out / "gen_ppl_vs_steps.png", dpi=120)
 
 
-def write_readme(readme: Path, out: Path) -> None:
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme} has no {BEGIN} … {END} markers to write the tables between")
-    tables = "\n\n".join("\n".join(t) for t in (likelihood_table(out), exact_table(out), sample_table(out)))
-    head, rest = text.split(BEGIN, 1)
-    readme.write_text(f"{head}{BEGIN}\n{tables}\n{END}{rest.split(END, 1)[1]}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, nargs="+", required=True, help="directories holding the study's run directories")
@@ -113,7 +103,6 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps")
     parser.add_argument("--num-samples", type=int, default=64)
-    parser.add_argument("--exact-sequences", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -131,8 +120,7 @@ def main() -> None:
         evaluate(run_dir, args.out / f"{name}-ppl.json", device)
         absorbing = name == "ar" or not name.endswith("-uniform")
         if absorbing:
-            evaluate(run_dir, args.out / f"{name}-ppl-first256.json", device, "eval.exact=true",
-                     f"eval.max_sequences={args.exact_sequences}")
+            evaluate(run_dir, args.out / f"{name}-ppl-first256.json", device, "eval.exact=true", "eval.max_sequences=256")
         if name == "ar":
             evaluate(run_dir, args.out / "ar-sample.json", device, *sample)
             continue

@@ -1,11 +1,12 @@
 """The README's Results tables from the study's ``eval.py`` outputs.
 
-    python bench/study_table.py [--dir bench/results/study]
+    python bench/study_table.py [--dir bench/results/study] [--readme README.md]
 
 Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 ``<run>-ppl-first256.json`` (exact likelihood on the first 256 blocks), ``<run>-sample-*.json``
 (samples judged by the AR model) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N``, as
-``run_all.sh`` writes them), and prints the three Markdown tables. Missing files leave rows out.
+``run_all.sh`` writes them), and prints the three Markdown tables, or with ``--readme`` writes
+them between the README's ``<!-- study-tables -->`` markers. Missing files leave rows out.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- study-tables:begin -->", "<!-- study-tables:end -->"
 RUNS = ("ar", "standard", "bijective", "bijective-affine", "hybrid", "hybrid-affine",
         "standard-uniform", "bijective-uniform", "bijective-affine-uniform", "hybrid-uniform")
 NAMES = {
@@ -86,8 +88,8 @@ def sample_table(directory: Path) -> list[str]:
     rows = ["| model, sampler | network calls / sample | gen. ppl (AR judge) | entropy | distinct-4 | tokens/s |",
             "| --- | --- | --- | --- | --- | --- |"]
     for run in RUNS:
-        for path in sorted(directory.glob(f"{run}-sample*.json")):
-            m = _load(path)
+        samples = [_load(path) for path in directory.glob(f"{run}-sample*.json")]
+        for m in sorted(samples, key=lambda m: (m["sampler"], m["steps"])):
             how = "ancestral" if m["model"] == "ar" else (
                 m["sampler"] if m["sampler"] == "ordered" else f"{m['sampler']}, {m['steps']} steps")
             rows.append(f"| `{run}`, {how} | {m['network_calls_per_sample']:.3g} | {m['gen_ppl']:,.1f} | {m['entropy']:.2f} | "
@@ -95,12 +97,29 @@ def sample_table(directory: Path) -> list[str]:
     return rows
 
 
+def tables(directory: Path) -> str:
+    """The three tables as Markdown, separated by blank lines."""
+    return "\n\n".join("\n".join(t) for t in (likelihood_table(directory), exact_table(directory), sample_table(directory)))
+
+
+def write_readme(readme: Path, directory: Path) -> None:
+    """Replace what stands between the README's study-table markers."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme} has no {BEGIN} … {END} markers to write the tables between")
+    head, rest = text.split(BEGIN, 1)
+    readme.write_text(f"{head}{BEGIN}\n{tables(directory)}\n{END}{rest.split(END, 1)[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=ROOT / "bench" / "results" / "study")
+    parser.add_argument("--readme", type=Path, help="write the tables into this README instead of printing them")
     args = parser.parse_args()
-    for table in (likelihood_table(args.dir), exact_table(args.dir), sample_table(args.dir)):
-        print("\n".join(table) + "\n")
+    if args.readme:
+        write_readme(args.readme, args.dir)
+    else:
+        print(tables(args.dir))
 
 
 if __name__ == "__main__":

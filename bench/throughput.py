@@ -47,6 +47,15 @@ def matmul_peak(n: int, repeats: int) -> float:
     return 2 * n**3 / best / 1e9
 
 
+aten = torch.ops.aten
+# PyTorch has no formula for the CPU flash-attention kernels; their shapes match the CUDA ones
+FORMULAS = dict(flop_registry) | {
+    aten._scaled_dot_product_flash_attention_for_cpu: flop_registry[aten._scaled_dot_product_flash_attention],
+    aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        flop_registry[aten._scaled_dot_product_flash_attention_backward],
+}
+
+
 class CountFlops(TorchDispatchMode):
     """Sums the FLOPs of every op PyTorch has a formula for (matmuls, attention, convolutions).
 
@@ -61,7 +70,7 @@ class CountFlops(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
+        formula = FORMULAS.get(func._overloadpacket)
         if formula is not None:
             self.total += formula(*args, **kwargs, out_val=out)
         return out

@@ -128,3 +128,29 @@ def test_too_many_nonfinite_losses_stop_with_a_checkpoint(wiki_files, tmp_path: 
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["global_step"] == 3  # one good step, two skipped; the third NaN stopped it
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_an_error_during_validation_checkpoints_the_live_weights_not_the_ema(wiki_files, tmp_path: Path, monkeypatch) -> None:
+    from bijdiff.lit import DiffusionLM
+
+    def failing_validation(self, batch, batch_idx):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(DiffusionLM, "validation_step", failing_validation)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train(_cfg(wiki_files, tmp_path / "run", tmp_path / "cache", "ema.decay=0.9"))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "interrupted.ckpt", map_location="cpu", weights_only=False)
+    live = [v for k, v in state["state_dict"].items() if k.startswith("model.")]
+    shadows = [state["state_dict"][f"ema.shadow.p{i}"] for i in range(len(live))]
+    assert state["global_step"] == 2  # the first validation, after step 2 (TINY)
+    assert any(not torch.equal(a, b) for a, b in zip(live, shadows)), "the EMA averages were saved as the live weights"
+
+
+def test_no_interrupt_checkpoint_before_the_first_step(wiki_files, tmp_path: Path, monkeypatch) -> None:
+    def failing_step(self, *args, **kwargs):
+        raise RuntimeError("bad batch")
+
+    monkeypatch.setattr(DiffusionObjective, "train_nats", failing_step)
+    with pytest.raises(RuntimeError, match="bad batch"):
+        train(_cfg(wiki_files, tmp_path / "run", tmp_path / "cache"))
+    assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()

@@ -174,6 +174,9 @@ class WikiTextDataModule(L.LightningDataModule):
         )
         if self._resume is not None:
             sampler.resume_at(*self._resume)
+            # Lightning creates the first iterator before it sets the epoch; with workers that
+            # iterator already draws indices, so start it in the checkpoint's epoch
+            sampler.set_epoch(self._resume[0])
         if len(sampler) < self.batch_size:
             raise DataError(
                 f"the training split gives {len(sampler)} blocks of data.seq_len={self.seq_len} per device, "
@@ -195,12 +198,20 @@ class WikiTextDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return {}
+        # processed, not ready: a batch interrupted mid-step is trained again after resuming
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": trainer.current_epoch, "batches_done": progress.ready}
+        return {"epoch": trainer.current_epoch, "batches_done": progress.processed, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if state:
-            self._resume = (int(state["epoch"]), int(state["batches_done"]))
+        if not state:
+            return
+        self._resume = (int(state["epoch"]), int(state["batches_done"]))
+        if int(state.get("seed", self.seed)) != self.seed:
+            warnings.warn(
+                f"resuming with seed={self.seed}, but the checkpoint trained with seed={state['seed']}: the data order "
+                f"and training noise follow the new seed from here (pass seed={state['seed']} for an exact resume)",
+                stacklevel=2,
+            )
 
     def eval_dataloader(self, split: str) -> DataLoader:
         return DataLoader(

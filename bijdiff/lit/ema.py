@@ -26,6 +26,7 @@ class EMA(nn.Module):
             self.shadow.register_buffer(f"p{i}", p.detach().clone())
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         self._count: int | None = None  # host copy of num_updates: no device sync per step
+        self.live_parameters: list[torch.Tensor] | None = None  # set while the averages are swapped in
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_count", None))
 
     def _shadows(self) -> list[torch.Tensor]:
@@ -51,12 +52,17 @@ class EMA(nn.Module):
 
     @contextmanager
     def averaged(self, model: nn.Module) -> Iterator[None]:
-        """Run a block with the averaged parameters in ``model``, then restore the live ones."""
-        backup = [p.detach().clone() for p in model.parameters()]
+        """Run a block with the averaged parameters in ``model``, then restore the live ones.
+
+        Meanwhile ``live_parameters`` holds the live ones, so a checkpoint written from inside
+        the block (an interrupt during validation) can store them instead of the averages.
+        """
+        self.live_parameters = [p.detach().clone() for p in model.parameters()]
         self.copy_to(model)
         try:
             yield
         finally:
             with torch.no_grad():
-                for p, b in zip(model.parameters(), backup):
+                for p, b in zip(model.parameters(), self.live_parameters):
                     p.copy_(b)
+            self.live_parameters = None

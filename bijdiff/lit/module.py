@@ -46,6 +46,7 @@ class DiffusionLM(L.LightningModule):
         self.extra_state: dict[str, Any] = {}  # tokenizer, unigram counts: saved in checkpoints
         self._last_step_time: float | None = None
         self.nonfinite_steps = 0
+        self._good_batches = 0  # finite-loss batches since the last optimizer step
 
     # -- training ----------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -56,7 +57,10 @@ class DiffusionLM(L.LightningModule):
         nats = self.objective.train_nats(self.model, x0, mask, self.global_rank, self.trainer.world_size)
         loss = nats.sum() / mask.sum()
         if self._skip_nonfinite(loss):
-            return None
+            # a zero loss that reaches every parameter: backward (and DDP's all-reduce) still runs
+            # on every rank, and on_before_optimizer_step drops the update
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+        self._good_batches += 1
         self.log("train/loss", loss, prog_bar=True)
         now = time.perf_counter()
         if self._last_step_time is not None:
@@ -65,10 +69,12 @@ class DiffusionLM(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        skip, self._good_batches = self._good_batches == 0, 0
+        if skip:  # every batch of this step had a non-finite loss: no gradients, so AdamW changes nothing
+            optimizer.zero_grad(set_to_none=True)
+            return
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            norms = grad_norm(self.model, norm_type=2)
-            if norms:  # empty when the batch was skipped
-                self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+            self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
 
     def _skip_nonfinite(self, loss: torch.Tensor) -> bool:
         """True (on every rank alike) when some rank's loss is NaN/Inf; stop past the limit."""
@@ -147,6 +153,10 @@ class DiffusionLM(L.LightningModule):
     # -- checkpoint extras -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["bijdiff"] = dict(self.extra_state, words_per_token=self.words_per_token, nonfinite_steps=self.nonfinite_steps)
+        live = self.ema.live_parameters if self.ema is not None else None
+        if live is not None:  # saved while validating with the averages swapped in: keep the live weights
+            for (name, _), value in zip(self.model.named_parameters(), live):
+                checkpoint["state_dict"][f"model.{name}"] = value.clone()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = dict(checkpoint.get("bijdiff", {}))

@@ -45,7 +45,13 @@ def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denois
     merge = m.get("merge", "residual")
     if merge not in MERGES:
         raise ConfigError(f"unknown model.merge={merge!r}; choose one of {list(MERGES)}")
-    return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"], merge, bool(m.get("time_conditioning", True)))
+    time_conditioning = bool(m.get("time_conditioning", True))
+    if not time_conditioning and not graph.absorbing:
+        raise ConfigError(
+            "model.time_conditioning=false needs diffusion=absorb: under the uniform graph the true ratios "
+            "change with the noise level, so the denoiser must see it"
+        )
+    return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"], merge, time_conditioning)
 
 
 def describe_model(cfg: Mapping[str, Any], model: Denoiser | AutoregressiveLM) -> str:
