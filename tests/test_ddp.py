@@ -78,16 +78,19 @@ def test_memory_efficient_trunk_gradients_match_under_ddp(tmp_path: Path) -> Non
         assert torch.allclose(ddp[n], p.grad, rtol=1e-9, atol=1e-12), f"{n}: DDP gradient differs"
 
 
-def test_trainer_ddp_trains_on_two_cpu_processes(wiki_files, tmp_path: Path) -> None:
+def test_trainer_ddp_trains_on_two_cpu_processes_and_skips_a_nan_on_one_rank(wiki_files, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = TINY + [f"data.files.{k}={v}" for k, v in wiki_files.items()] + [
         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "model=bijective", "trainer.max_steps=3",
         f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}",
     ]
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # tests/nan_on_rank1.py is train.py with rank 1's second loss made NaN: both ranks must skip it
+    script = str(ROOT / "tests" / "nan_on_rank1.py")
+    proc = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "bijdiff: done at step 3" in output
+    assert "step 1: non-finite training loss, batch skipped" in output
     assert (out / "checkpoints" / "last.ckpt").is_file()
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 3
