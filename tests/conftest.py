@@ -68,17 +68,22 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name=name, overrides=overrides)
 
 
+def tiny_config(wiki_files: dict[str, Path], out: Path, cache: Path, *extra: str) -> DictConfig:
+    """A tiny training config on the generated files, writing to ``out`` and caching in ``cache``."""
+    return compose_config(
+        "train",
+        TINY
+        + [f"data.files.{k}={v}" for k, v in wiki_files.items()]
+        + [f"paths.output_dir={out}", f"paths.cache_dir={cache}"]
+        + list(extra),
+    )
+
+
 @pytest.fixture
 def tiny_train_cfg(tmp_path: Path, wiki_files: dict[str, Path]):
     """A factory for tiny training configs on the generated files, writing under ``tmp_path``."""
 
     def make(*extra: str) -> DictConfig:
-        return compose_config(
-            "train",
-            TINY
-            + [f"data.files.{k}={v}" for k, v in wiki_files.items()]
-            + [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
-            + list(extra),
-        )
+        return tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", *extra)
 
     return make

@@ -15,17 +15,7 @@ from bijdiff.app.train import train
 from bijdiff.errors import NonFiniteLossError
 from bijdiff.objectives import DiffusionObjective
 
-from .conftest import ROOT, TINY, compose_config
-
-
-def _cfg(wiki_files: dict[str, Path], out: Path, cache: Path, *extra: str):
-    return compose_config(
-        "train",
-        TINY
-        + [f"data.files.{k}={v}" for k, v in wiki_files.items()]
-        + [f"paths.output_dir={out}", f"paths.cache_dir={cache}"]
-        + list(extra),
-    )
+from .conftest import ROOT, TINY, tiny_config
 
 
 def _state(ckpt_path: Path) -> dict[str, torch.Tensor]:
@@ -46,10 +36,10 @@ def test_resumed_run_matches_the_uninterrupted_run(wiki_files, tmp_path: Path) -
         "callbacks.checkpoint.save_top_k=-1", "callbacks.progress.every=100", "+trainer.limit_train_batches=10",
     ]
     cache = tmp_path / "cache"
-    full = train(_cfg(wiki_files, tmp_path / "full", cache, *common))
+    full = train(tiny_config(wiki_files, tmp_path / "full", cache, *common))
     mid = tmp_path / "full" / "checkpoints" / "step14.ckpt"
     assert mid.is_file() and full["global_step"] == 24
-    resumed = train(_cfg(wiki_files, tmp_path / "resumed", cache, *common, f"ckpt_path={mid}"))
+    resumed = train(tiny_config(wiki_files, tmp_path / "resumed", cache, *common, f"ckpt_path={mid}"))
     assert resumed["global_step"] == 24
 
     a = _state(tmp_path / "full" / "checkpoints" / "last.ckpt")
@@ -100,7 +90,7 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes(wiki_files, tmp_path: Path) -> 
     assert f"to resume: ckpt_path={ckpt}" in output
     step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
     assert step >= 5
-    result = train(_cfg(wiki_files, out, cache, f"ckpt_path={ckpt}", f"trainer.max_steps={step + 2}"))
+    result = train(tiny_config(wiki_files, out, cache, f"ckpt_path={ckpt}", f"trainer.max_steps={step + 2}"))
     assert result["global_step"] == step + 2
 
 
@@ -122,7 +112,7 @@ def test_nonfinite_losses_are_skipped_with_a_warning(wiki_files, tmp_path: Path,
     _nan_on_calls(monkeypatch, {2, 3})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = train(_cfg(wiki_files, tmp_path / "run", tmp_path / "cache", "trainer.max_steps=5"))
+        result = train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", "trainer.max_steps=5"))
     messages = [str(w.message) for w in caught if "non-finite training loss" in str(w.message)]
     assert len(messages) == 2 and "optim.max_nonfinite_steps=10" in messages[0]
     assert result["global_step"] == 5
@@ -133,7 +123,7 @@ def test_nonfinite_losses_are_skipped_with_a_warning(wiki_files, tmp_path: Path,
 def test_too_many_nonfinite_losses_stop_with_a_checkpoint(wiki_files, tmp_path: Path, monkeypatch) -> None:
     _nan_on_calls(monkeypatch, None)
     with pytest.raises(NonFiniteLossError, match=r"optim.max_nonfinite_steps=2.*Lower optim.lr"):
-        train(_cfg(wiki_files, tmp_path / "run", tmp_path / "cache", "trainer.max_steps=20", "optim.max_nonfinite_steps=2"))
+        train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", "trainer.max_steps=20", "optim.max_nonfinite_steps=2"))
     ckpt = tmp_path / "run" / "checkpoints" / "interrupted.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["global_step"] == 3  # one good step, two skipped; the third NaN stopped it
@@ -148,7 +138,7 @@ def test_an_error_during_validation_checkpoints_the_live_weights_not_the_ema(wik
 
     monkeypatch.setattr(DiffusionLM, "validation_step", failing_validation)
     with pytest.raises(RuntimeError, match="disk full"):
-        train(_cfg(wiki_files, tmp_path / "run", tmp_path / "cache", "ema.decay=0.9"))
+        train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", "ema.decay=0.9"))
     state = torch.load(tmp_path / "run" / "checkpoints" / "interrupted.ckpt", map_location="cpu", weights_only=False)
     live = [v for k, v in state["state_dict"].items() if k.startswith("model.")]
     shadows = [state["state_dict"][f"ema.shadow.p{i}"] for i in range(len(live))]
@@ -162,5 +152,5 @@ def test_no_interrupt_checkpoint_before_the_first_step(wiki_files, tmp_path: Pat
 
     monkeypatch.setattr(DiffusionObjective, "train_nats", failing_step)
     with pytest.raises(RuntimeError, match="bad batch"):
-        train(_cfg(wiki_files, tmp_path / "run", tmp_path / "cache"))
+        train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache"))
     assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()
