@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_name(run_dir: Path) -> str:
-    """``<model>[-affine][-uniform]`` from the run's composed config."""
+    """``<model>[-affine][-uniform][-notime]`` from the run's composed config."""
     cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     m, d = cfg["model"], cfg["diffusion"]
     name = m["name"]
@@ -41,6 +41,8 @@ def run_name(run_dir: Path) -> str:
         name += "-affine"
     if name != "ar" and d["graph"] == "uniform":
         name += "-uniform"
+    if name != "ar" and m.get("time_conditioning") is False:
+        name += "-notime"
     return name
 
 
@@ -69,15 +71,32 @@ def evaluate(run_dir: Path, out: Path, *args: str) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def plot(runs: dict[str, Path], out: Path, steps: list[int]) -> None:
+def save_curve(run_dir: Path, out: Path) -> None:
+    """The run's validation curve as ``step,val_nll`` rows, so the plot outlives the run directory."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{step},{nll!r}\n" for step, nll in read_curve(run_dir).items())
+    out.write_text("step,val_nll\n" + rows)
+
+
+def saved_curves(out: Path) -> dict[str, dict[int, float]]:
+    """``{name: {step: val_nll}}`` from ``out/curves/*.csv``."""
+    curves = {}
+    for path in sorted((out / "curves").glob("*.csv")):
+        lines = path.read_text().splitlines()[1:]
+        curves[path.stem] = {int(a): float(b) for a, b in (line.split(",") for line in lines)}
+    return curves
+
+
+def plot(out: Path) -> None:
+    """``val_nll.png`` from the saved curves and ``gen_ppl_vs_steps.png`` from the analytic sample results."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, run_dir in runs.items():
-        curve = read_curve(run_dir)
+    curves = saved_curves(out)
+    for name, curve in curves.items():
         ax.plot(list(curve), list(curve.values()), marker="o", label=name)
     ax.set(xlabel="optimizer step", ylabel="validation nats/token (bound; exact for ar)", title="Validation NLL")
     ax.legend(fontsize=7)
@@ -85,31 +104,20 @@ def plot(runs: dict[str, Path], out: Path, steps: list[int]) -> None:
     fig.savefig(out / "val_nll.png", dpi=120)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in runs:
-        points = [(s, json.loads(p.read_text())["gen_ppl"]) for s in steps
-                  if (p := out / f"{name}-sample-analytic{s}.json").is_file()]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=name)
+    by_model: dict[str, list[tuple[int, float]]] = {}
+    for path in out.glob("*-sample-analytic*.json"):
+        name, _, steps = path.stem.partition("-sample-analytic")
+        by_model.setdefault(name, []).append((int(steps), json.loads(path.read_text())["gen_ppl"]))
+    for name, points in sorted(by_model.items()):
+        ax.plot(*zip(*sorted(points)), marker="o", label=name)
     ax.set(xscale="log", yscale="log", xlabel="sampling steps (analytic)", ylabel="generative ppl (AR judge)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "gen_ppl_vs_steps.png", dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="directories holding the study's run directories")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps")
-    parser.add_argument("--num-samples", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-
-    runs = find_runs(args.runs)
-    if "ar" not in runs:
-        raise SystemExit(f"no ar run under {[str(r) for r in args.runs]}: the study needs it as the judge of samples")
-    args.out.mkdir(parents=True, exist_ok=True)
+def evaluate_runs(runs: dict[str, Path], args: argparse.Namespace) -> None:
+    """Every evaluation of every run that ``args.out`` lacks, the runs' curves and training times."""
     judge = f"judge_ckpt={runs['ar'] / 'checkpoints' / 'best.ckpt'}"
     sample = ["mode=sample", f"sample.num_samples={args.num_samples}", judge]
     device = f"device={args.device}"
@@ -117,6 +125,7 @@ def main() -> None:
         for name, run_dir in runs.items():
             times.write(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}\n")
     for name, run_dir in runs.items():
+        save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         evaluate(run_dir, args.out / f"{name}-ppl.json", device)
         absorbing = name == "ar" or not name.endswith("-uniform")
         if absorbing:
@@ -129,7 +138,26 @@ def main() -> None:
                      "sample.sampler=analytic", f"sample.steps={steps}")
         if absorbing:
             evaluate(run_dir, args.out / f"{name}-sample-ordered.json", device, *sample, "sample.sampler=ordered")
-    plot(runs, args.out, args.steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, nargs="*", default=[],
+                        help="directories holding the study's run directories (none: only redraw plots and tables from --out)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps")
+    parser.add_argument("--num-samples", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    runs = find_runs(args.runs)
+    if args.runs and "ar" not in runs:
+        raise SystemExit(f"no ar run under {[str(r) for r in args.runs]}: the study needs it as the judge of samples")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if runs:
+        evaluate_runs(runs, args)
+    plot(args.out)
     write_readme(args.readme, args.out)
     print(f"study: {len(runs)} runs; metrics and plots in {args.out}; tables written to {args.readme}")
 

@@ -17,11 +17,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- study-tables:begin -->", "<!-- study-tables:end -->"
-RUNS = ("ar", "standard", "bijective", "bijective-affine", "hybrid", "hybrid-affine",
+RUNS = ("ar", "standard", "standard-notime", "bijective", "bijective-affine", "hybrid", "hybrid-affine",
         "standard-uniform", "bijective-uniform", "bijective-affine-uniform", "hybrid-uniform")
 NAMES = {
     "ar": "`ar` (exact)",
     "standard": "`standard` SEDD, absorbing (bound)",
+    "standard-notime": "`standard` SEDD, absorbing, no time conditioning (bound)",
     "bijective": "`bijective` SEDD, absorbing, additive, memory-efficient (bound)",
     "bijective-affine": "`bijective` SEDD, absorbing, affine, memory-efficient (bound)",
     "hybrid": "`hybrid` (RRSS) SEDD, absorbing, additive (bound)",
@@ -89,8 +90,8 @@ def sample_table(directory: Path) -> list[str]:
             "| --- | --- | --- | --- | --- | --- |"]
     for run in RUNS:
         samples = [_load(path) for path in directory.glob(f"{run}-sample*.json")]
-        for m in sorted(samples, key=lambda m: (m["sampler"], m["steps"])):
-            how = "ancestral" if m["model"] == "ar" else (
+        for m in sorted(samples, key=lambda m: (m["sampler"], m["steps"], m.get("temperature", 1.0))):
+            how = f"ancestral, temperature {m.get('temperature', 1.0):g}" if m["model"] == "ar" else (
                 m["sampler"] if m["sampler"] == "ordered" else f"{m['sampler']}, {m['steps']} steps")
             rows.append(f"| `{run}`, {how} | {m['network_calls_per_sample']:.3g} | {m['gen_ppl']:,.1f} | {m['entropy']:.2f} | "
                         f"{m['distinct_4']:.2f} | {m['tokens_per_s']:.1f} |")

@@ -34,10 +34,12 @@ class Objective(ABC):
     def sample(
         self, model: nn.Module, shape: tuple[int, int], steps: int, method: str,
         device: torch.device | str, generator: torch.Generator | None = None, stats: dict[str, float] | None = None,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """Draw ``Long[B, L]`` sequences; ``steps`` and ``method`` choose the diffusion sampler.
 
         ``stats["network_calls_per_sample"]`` receives the network evaluations per sequence.
+        ``temperature`` divides the AR model's logits; the diffusion samplers accept only 1.
         """
 
 
@@ -56,7 +58,10 @@ class DiffusionObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return elbo_nats(model, self.graph, self.noise, x0, mask, samples, generator)
 
-    def sample(self, model, shape, steps, method, device, generator=None, stats=None):
+    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0):
+        if temperature != 1.0:
+            raise ValueError(f"temperature={temperature}: the diffusion samplers draw from the model's reverse "
+                             "process (temperature 1); a temperature applies to the AR model only")
         return sample(model, self.graph, self.noise, shape, steps, method, device, generator, stats=stats)
 
 
@@ -72,11 +77,11 @@ class AutoregressiveObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return model.nll(x0, mask)[:, None]
 
-    def sample(self, model, shape, steps, method, device, generator=None, stats=None):
+    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0):
         """Ancestral sampling with a KV cache; ``steps`` and ``method`` do not apply."""
         if stats is not None:
             stats["network_calls_per_sample"] = float(shape[1])
-        return model.generate(shape, generator, device)
+        return model.generate(shape, generator, device, temperature=temperature)
 
 
 def build_objective(cfg: Mapping[str, Any], model: nn.Module) -> Objective:

@@ -80,6 +80,13 @@ def test_judge_must_be_autoregressive(checkpoints, tmp_path: Path) -> None:
                  f"judge_ckpt={checkpoints['absorb']}")
 
 
+def test_sample_temperature_is_for_the_ar_model_only(checkpoints, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="only with an AR checkpoint"):
+        run_eval(checkpoints, "absorb", tmp_path, "mode=sample", "sample.temperature=1.5")
+    m = run_eval(checkpoints, "ar", tmp_path, "mode=sample", "sample.temperature=1.5", "sample.num_samples=2")
+    assert m["temperature"] == 1.5 and len(Path(m["samples_path"]).read_text().splitlines()) == 2
+
+
 def test_invert_mode_measures_an_exact_inverse(checkpoints, tmp_path: Path) -> None:
     m = run_eval(checkpoints, "bijective", tmp_path, "mode=invert", "invert.batches=1")
     assert m["rel_error_fp64"] < 1e-12 and m["rel_error_fp32"] < 1e-5

@@ -270,6 +270,22 @@ def test_autoregressive_baseline_is_normalised_and_its_sampler_matches() -> None
     torch.testing.assert_close(model(a)[:, :2], model(b)[:, :2])
 
 
+def test_ar_temperature_draws_from_the_tempered_conditionals() -> None:
+    model = tiny_denoiser(name="ar")
+    xs = every_sequence(3, 3)
+    with torch.no_grad():
+        logits = model(xs)
+    laws = {}
+    for temperature in (1.0, 0.4):
+        laws[temperature] = (logits / temperature).log_softmax(-1).gather(-1, xs[..., None]).squeeze(-1).sum(-1).exp()
+        draws = model.generate((30000, 3), torch.Generator().manual_seed(1), temperature=temperature)
+        freq = torch.bincount((draws * torch.tensor([9, 3, 1])).sum(-1), minlength=27).double() / draws.shape[0]
+        assert (freq - laws[temperature]).abs().max() < 0.015, temperature
+    assert (laws[1.0] - laws[0.4]).abs().max() > 0.05  # the two laws are far apart: the test can tell them apart
+    with pytest.raises(ValueError, match="must be > 0"):
+        model.generate((1, 3), temperature=0.0)
+
+
 def test_kv_cached_ar_sampling_equals_rerunning_the_prefix() -> None:
     cfg = {"model": {"name": "ar", "d_model": 16, "n_layers": 2, "n_heads": 2, "mlp_ratio": 2.0, "dropout": 0.0, "cond_dim": 8}}
     model = build_model(cfg, 11).double().eval()

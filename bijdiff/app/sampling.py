@@ -61,13 +61,17 @@ def sample_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module,
         raise ConfigError(f"unknown sample.sampler={s.sampler!r}; choose one of {list(SAMPLERS)}")
     if s.num_samples < 1 or s.batch_size < 1:
         raise ConfigError("sample.num_samples and sample.batch_size must be ≥ 1")
+    temperature = float(s.temperature)
+    if not temperature > 0 or (not is_ar and temperature != 1.0):
+        raise ConfigError(f"sample.temperature={s.temperature}: use a value > 0, and only with an AR checkpoint "
+                          "(the diffusion samplers draw from the model's reverse process at temperature 1)")
     length = int(s.length or module.hparams["cfg"]["data"]["seq_len"])
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     chunks, calls, start = [], 0.0, time.perf_counter()
     for first in range(0, int(s.num_samples), int(s.batch_size)):
         shape = (min(int(s.batch_size), int(s.num_samples) - first), length)
         stats: dict[str, float] = {}
-        chunks.append(module.objective.sample(model, shape, int(s.steps), s.sampler, device, generator, stats).cpu())
+        chunks.append(module.objective.sample(model, shape, int(s.steps), s.sampler, device, generator, stats, temperature).cpu())
         calls += stats["network_calls_per_sample"] * shape[0]
         print(f"sample: {first + shape[0]}/{s.num_samples}, {time.perf_counter() - start:.0f}s", flush=True)
     seconds = time.perf_counter() - start
@@ -79,6 +83,7 @@ def sample_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module,
     metrics = {
         "sampler": sampler,
         "steps": int(s.steps) if sampler in ("euler", "analytic") else length,
+        "temperature": temperature,
         "network_calls_per_sample": calls / len(ids),
         "num_samples": len(rows),
         "length": length,

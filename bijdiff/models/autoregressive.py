@@ -47,19 +47,22 @@ class AutoregressiveLM(nn.Module):
     @torch.no_grad()
     def generate(
         self, shape: tuple[int, int], generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-        kv_cache: bool = True,
+        kv_cache: bool = True, temperature: float = 1.0,
     ) -> torch.Tensor:
         """Ancestral sampling ``Long[B, L]``: one position per network call.
 
         With ``kv_cache`` each call runs the new position only against cached keys and values
         (``O(L)`` work per sample instead of ``O(L²)``); without it, the whole prefix is rerun.
+        Each draw is from ``softmax(logits / temperature)`` (1: the model's own distribution).
         """
+        if not temperature > 0:
+            raise ValueError(f"temperature={temperature} must be > 0")
         b, length = shape
         x = torch.zeros(shape, dtype=torch.long, device=device)
         dtype = sampling.draw_dtype(device)
         if not kv_cache:
             for k in range(length):
-                probs = torch.softmax(self(x[:, : k + 1])[:, k].to(dtype), dim=-1)
+                probs = torch.softmax(self(x[:, : k + 1])[:, k].to(dtype) / temperature, dim=-1)
                 x[:, k] = sampling.sample_categorical(probs, generator)
             return x
         cond = self.cond.expand(b, -1)
@@ -67,6 +70,6 @@ class AutoregressiveLM(nn.Module):
         with self.backbone.kv_cache():
             for k in range(length):
                 logits = self.head(self.backbone(self.embed(token), cond), cond)[:, -1]
-                x[:, k] = sampling.sample_categorical(torch.softmax(logits.to(dtype), dim=-1), generator)
+                x[:, k] = sampling.sample_categorical(torch.softmax(logits.to(dtype) / temperature, dim=-1), generator)
                 token = x[:, k : k + 1]
         return x

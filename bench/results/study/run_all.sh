@@ -12,8 +12,11 @@ declare -A ARGS=(
   [bijective]="model=bijective"
   [standard-uniform]="model=standard diffusion=uniform"
   [bijective-uniform]="model=bijective diffusion=uniform"
+  [standard-notime]="model=standard model.time_conditioning=false"
+  [bijective-affine]="model=bijective_affine"
+  [hybrid]="model=hybrid"
 )
-for name in ${@:-ar standard bijective standard-uniform bijective-uniform}; do
+for name in ${@:-ar standard bijective standard-uniform bijective-uniform standard-notime bijective-affine hybrid}; do
   start=$(date +%s)
   python train.py experiment=quick ${ARGS[$name]} data.files.train=$D/wiki.valid.tokens \
     data.files.validation=$D/wiki.test.tokens data.files.test=$D/wiki.test.tokens \

@@ -23,11 +23,28 @@ declare -A EVALS=(  # name -> "training run | eval.py arguments"
   [bijective-sample-ordered]="bijective|$SAMPLE sample.sampler=ordered $J"
   [standard-uniform-sample-analytic64]="standard-uniform|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
   [bijective-uniform-sample-analytic64]="bijective-uniform|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
+  [ar-sample-t1.25]="ar|$SAMPLE sample.temperature=1.25 $J"
+  [ar-sample-t1.5]="ar|$SAMPLE sample.temperature=1.5 $J"
+  [ar-sample-t1.75]="ar|$SAMPLE sample.temperature=1.75 $J"
+  [standard-notime-ppl]="standard-notime|"
+  [standard-notime-sample-analytic16]="standard-notime|$SAMPLE sample.sampler=analytic sample.steps=16 $J"
+  [standard-notime-sample-analytic64]="standard-notime|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
+  [standard-notime-sample-analytic256]="standard-notime|$SAMPLE sample.sampler=analytic sample.steps=256 $J"
+  [standard-notime-sample-ordered]="standard-notime|$SAMPLE sample.sampler=ordered $J"
+  [bijective-sample-analytic16]="bijective|$SAMPLE sample.sampler=analytic sample.steps=16 $J"
+  [bijective-sample-analytic256]="bijective|$SAMPLE sample.sampler=analytic sample.steps=256 $J"
+  [bijective-affine-ppl]="bijective-affine|"
+  [bijective-affine-sample-analytic64]="bijective-affine|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
+  [hybrid-ppl]="hybrid|"
+  [hybrid-sample-analytic64]="hybrid|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
 )
 ALL="ar-ppl standard-ppl bijective-ppl standard-uniform-ppl bijective-uniform-ppl ar-ppl-first256
 standard-ppl-first256 bijective-ppl-first256 ar-sample standard-sample-analytic64 standard-sample-ordered
 bijective-sample-analytic64 bijective-sample-ordered standard-uniform-sample-analytic64
-bijective-uniform-sample-analytic64"
+bijective-uniform-sample-analytic64 ar-sample-t1.25 ar-sample-t1.5 ar-sample-t1.75 standard-notime-ppl
+standard-notime-sample-analytic16 standard-notime-sample-analytic64 standard-notime-sample-analytic256
+standard-notime-sample-ordered bijective-sample-analytic16 bijective-sample-analytic256 bijective-affine-ppl
+bijective-affine-sample-analytic64 hybrid-ppl hybrid-sample-analytic64"
 for name in ${@:-$ALL}; do
   run=${EVALS[$name]%%|*}; args=${EVALS[$name]#*|}
   while ! grep -q "^$run " $S/done.txt 2>/dev/null || ! grep -q "^ar " $S/done.txt; do sleep 30; done
