@@ -62,6 +62,32 @@ def train_seconds(run_dir: Path) -> float:
     return (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime - (run_dir / ".hydra" / "config.yaml").stat().st_mtime
 
 
+def memory(run_dir: Path, out: Path) -> None:
+    """Parameters and bytes autograd saves for one training loss at the run's batch shape, unless ``out`` exists."""
+    if out.is_file():
+        return
+    import torch
+
+    from bijdiff.app.checkpoint import load_module
+
+    module = load_module(run_dir / "checkpoints" / "best.ckpt")
+    data = module.hparams["cfg"]["data"]
+    torch.manual_seed(0)
+    x0 = torch.randint(0, int(module.hparams["num_tokens"]), (int(data["batch_size"]), int(data["seq_len"])))
+    saved = 0
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        module.objective.train_nats(module.model.train(), x0, torch.ones_like(x0, dtype=torch.bool)).sum()
+    out.write_text(json.dumps({"parameters": sum(p.numel() for p in module.model.parameters()),
+                               "saved_activation_bytes": saved, "batch": [int(data["batch_size"]), int(data["seq_len"])]},
+                              indent=2) + "\n")
+
+
 def evaluate(run_dir: Path, out: Path, *args: str) -> None:
     """``eval.py`` on the run's best checkpoint, unless ``out`` exists."""
     if out.is_file():
@@ -126,6 +152,7 @@ def evaluate_runs(runs: dict[str, Path], args: argparse.Namespace) -> None:
             times.write(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}\n")
     for name, run_dir in runs.items():
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
+        memory(run_dir, args.out / f"{name}-memory.json")
         evaluate(run_dir, args.out / f"{name}-ppl.json", device)
         absorbing = name == "ar" or not name.endswith("-uniform")
         if absorbing:

@@ -4,7 +4,8 @@
 
 Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 ``<run>-ppl-first256.json`` (exact likelihood on the first 256 blocks), ``<run>-sample-*.json``
-(samples judged by the AR model) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N``, as
+(samples judged by the AR model), ``<run>-memory.json`` (parameters, bytes saved for backward by one
+training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N``, as
 ``run_all.sh`` writes them), and prints the three Markdown tables, or with ``--readme`` writes
 them between the README's ``<!-- study-tables -->`` markers. Missing files leave rows out.
 """
@@ -52,7 +53,8 @@ def train_times(directory: Path) -> dict[str, float]:
 
 def likelihood_table(directory: Path) -> list[str]:
     times = train_times(directory)
-    rows = ["| model | train wall time | test nats/token | ppl/token | ppl/word |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| model | parameters | saved activations / step | train wall time | test nats/token | ppl/token | ppl/word |",
+            "| --- | ---: | ---: | --- | --- | --- | --- |"]
     unigram = None
     for run in RUNS:
         m = _load(directory / f"{run}-ppl.json")
@@ -65,10 +67,12 @@ def likelihood_table(directory: Path) -> list[str]:
         else:
             nll, err = m["nll_per_token"], m["nll_bound_stderr"]
             cells = f"≤ {nll:.3f} ± {err:.3f} | ≤ {m['ppl_bound_per_token']:,.1f} | ≤ {m['ppl_bound_per_word']:,.1f}"
-        rows.append(f"| {NAMES.get(run, f'`{run}` (bound)')} | {_clock(times.get(run))} | {cells} |")
+        mem = _load(directory / f"{run}-memory.json")
+        size = f"{mem['parameters'] / 1e6:.2f} M | {mem['saved_activation_bytes'] / 2**20:,.0f} MiB" if mem else "– | –"
+        rows.append(f"| {NAMES.get(run, f'`{run}` (bound)')} | {size} | {_clock(times.get(run))} | {cells} |")
     if unigram is not None:
         u = unigram
-        rows.insert(2, f"| unigram (add-½) | – | {u['unigram_nll_per_token']:.3f} | "
+        rows.insert(2, f"| unigram (add-½) | – | – | – | {u['unigram_nll_per_token']:.3f} | "
                        f"{u['unigram_ppl_per_token']:,.1f} | {u['unigram_ppl_per_word']:,.1f} |")
     return rows
 
