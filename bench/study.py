@@ -1,20 +1,26 @@
-"""Evaluate every run of a comparison study and write the README's Results tables and plots.
+"""Train and evaluate the comparison study, and write the README's Results tables and plots.
 
-    python train.py -m experiment=quick model=ar,standard,bijective,bijective_affine,hybrid $FILES \\
-        hydra.sweep.dir=runs/study
-    python train.py -m experiment=quick model=standard,bijective diffusion=uniform $FILES \
-        hydra.sweep.dir=runs/study-uniform
-    python bench/study.py --runs runs/study runs/study-uniform [--out bench/results/study] [--readme README.md]
+    python bench/study.py --train ../shared/data/wikitext-2 --runs runs/study     # the whole study, one command
+    python bench/study.py --runs runs/study [--out bench/results/study] [--readme README.md]   # evaluate only
+    python bench/study.py                                                         # redraw from --out only
+
+``--train DATA_DIR`` first runs two Hydra multiruns on the offline protocol (train on
+``wiki.valid.tokens``, validate and test on ``wiki.test.tokens``) into ``--runs``:
+``experiment=quick model=ar,standard,bijective,bijective_affine,hybrid`` (absorbing graph) and
+``model=standard,bijective diffusion=uniform``: equal step budget, parameter counts within 1%.
+A sweep whose directory exists is not rerun. ``--set`` adds overrides to every training run
+(e.g. a tiny model for a smoke test).
 
 For each run directory under the ``--runs`` directories (one holding ``checkpoints/best.ckpt``), named from its
 config (``bijective``, ``bijective-affine``, ``standard-uniform``...), it runs ``eval.py`` for
 the test perplexity (``<name>-ppl.json``), the exact likelihood of the first 256 test blocks
 (``<name>-ppl-first256.json``, absorbing and AR), and samples judged by the study's ``ar`` run
-(``<name>-sample-analytic<steps>.json`` for each ``--steps``, ``<name>-sample-ordered.json``).
-Results already in ``--out`` are kept (delete a file to redo it). Then it writes the tables
-(``bench/study_table.py``) into the README between the ``<!-- study-tables -->`` markers, the
-validation curves (``val_nll.png``) and generative perplexity against sampling steps
-(``gen_ppl_vs_steps.png``).
+(``<name>-sample-analytic<steps>.json`` for each ``--steps``, ``<name>-sample-ordered.json``);
+it saves the run's validation curve (``curves/<name>.csv``) and its parameters and bytes saved
+for backward (``<name>-memory.json``). Results already in ``--out`` are kept (delete a file to
+redo it). Then it writes the tables (``bench/study_table.py``) into the README between the
+``<!-- study-tables -->`` markers, the validation curves (``val_nll.png``) and generative
+perplexity against sampling steps (``gen_ppl_vs_steps.png``).
 """
 from __future__ import annotations
 
@@ -142,6 +148,27 @@ def plot(out: Path) -> None:
     fig.savefig(out / "gen_ppl_vs_steps.png", dpi=120)
 
 
+SWEEPS = {  # sweep directory under --runs -> the multirun's overrides
+    "absorb": ["model=ar,standard,bijective,bijective_affine,hybrid"],
+    "uniform": ["model=standard,bijective", "diffusion=uniform"],
+}
+
+
+def train_study(data_dir: Path, root: Path, overrides: list[str]) -> None:
+    """The study's training multiruns on the offline protocol, each skipped if its directory exists."""
+    files = [f"data.files.train={data_dir / 'wiki.valid.tokens'}", f"data.files.validation={data_dir / 'wiki.test.tokens'}",
+             f"data.files.test={data_dir / 'wiki.test.tokens'}"]
+    for name, sweep in SWEEPS.items():
+        sweep_dir = (root / name).resolve()
+        if sweep_dir.exists():
+            print(f"study: {sweep_dir} exists, not retraining it", flush=True)
+            continue
+        cmd = [sys.executable, "train.py", "-m", "experiment=quick", *sweep, *files, "callbacks.progress.style=plain",
+               f"hydra.sweep.dir={sweep_dir}", *overrides]
+        print("$", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+
+
 def evaluate_runs(runs: dict[str, Path], args: argparse.Namespace) -> None:
     """Every evaluation of every run that ``args.out`` lacks, the runs' curves and training times."""
     judge = f"judge_ckpt={runs['ar'] / 'checkpoints' / 'best.ckpt'}"
@@ -176,8 +203,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps")
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train", type=Path, metavar="DATA_DIR", help="first train the study into --runs (its first directory)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every training run")
     args = parser.parse_args()
 
+    if args.train:
+        if not args.runs:
+            raise SystemExit("--train needs --runs DIR: the directory the study's runs go to")
+        train_study(args.train.resolve(), args.runs[0], args.set)
     runs = find_runs(args.runs)
     if args.runs and "ar" not in runs:
         raise SystemExit(f"no ar run under {[str(r) for r in args.runs]}: the study needs it as the judge of samples")
