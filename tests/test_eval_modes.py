@@ -70,8 +70,13 @@ def test_sample_mode_writes_jsonl_and_judges_with_the_ar_model(checkpoints, tmp_
     num_tokens = 299  # vocab 300 minus [MASK]: no [MASK] may survive sampling
     assert all(0 <= i < num_tokens for r in rows for i in r["ids"])
     assert math.isfinite(m["gen_ppl"]) and m["gen_ppl"] > 1 and 0 < m["distinct_1"] <= 1 and m["entropy"] > 0
-    expected_calls = 16 if name == "ar" or sampler == "ordered" else 5
-    assert m["network_calls_per_sample"] == expected_calls and m["tokens_per_s"] > 0
+    if name == "ar" or sampler == "ordered":
+        assert m["network_calls_per_sample"] == 16
+    elif name == "uniform":
+        assert m["network_calls_per_sample"] == 5  # steps + 1
+    else:  # absorbing: a sequence is run only at the steps where a position unmasks
+        assert 1 <= m["network_calls_per_sample"] <= 5
+    assert m["tokens_per_s"] > 0
 
 
 def test_judge_must_be_autoregressive(checkpoints, tmp_path: Path) -> None:

@@ -34,7 +34,6 @@ def sample(
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
     t_end: float = 1e-5,
-    reuse: bool = True,
     stats: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Draw token sequences ``Long[B, L]`` from the reverse process; never a ``[MASK]`` in the output.
@@ -44,10 +43,11 @@ def sample(
     position per network call, left to right: exactly the model ``exact_log_likelihood`` scores
     (``steps`` is then the sequence length).
 
-    With ``reuse`` and a model whose logits ignore σ̄ (``time_conditioning=False``), a sequence
-    that did not change since the last step keeps its logits and is not run through the network
-    again (the draws are the same as without reuse); a time-conditioned model runs every step.
-    ``stats["network_calls_per_sample"]`` receives the network evaluations per sequence.
+    Under the absorbing graph a ``Denoiser`` (a model with ``logits``) is sampled by
+    ``_sample_unmasking``: the same law, but a sequence goes through the network only at the
+    steps where one of its positions unmasks, at most ``L + 1`` calls whatever ``steps`` is.
+    Other models and the uniform graph take every step at every position (``steps + 1`` calls). ``stats["network_calls_per_sample"]`` receives the network
+    evaluations per sequence, counted.
     """
     if method not in SAMPLERS:
         raise ConfigError(f"unknown sampler {method!r}; choose one of {list(SAMPLERS)}")
@@ -58,47 +58,64 @@ def sample(
         return x
     if steps < 1:
         raise ConfigError(f"sampling steps must be ≥ 1, got {steps}")
-    dtype = draw_dtype(device)
-    x = graph.sample_limit(shape, device, generator)
     times = torch.linspace(1.0, t_end, steps + 1, device=device)
     sigmas = noise.total(times)
-    ones = torch.ones(shape[0], device=device)
-    scores = _ScoreCache(model, graph, reuse and getattr(model, "time_conditioning", True) is False)
-    for k in range(steps):
-        score = scores(x, sigmas[k] * ones).to(dtype).exp()
-        probs = graph.reverse_probs(score, x, (sigmas[k] - sigmas[k + 1]).to(dtype), method)
-        x = sample_categorical(probs, generator)
-    score = scores(x, sigmas[-1] * ones).to(dtype).exp()
-    x = sample_categorical(graph.denoise_probs(score, x, sigmas[-1].to(dtype)), generator)
+    if graph.absorbing and hasattr(model, "logits"):
+        x, calls = _sample_unmasking(model, graph, sigmas, shape, method, device, generator)
+    else:
+        x, calls = _sample_generic(model, graph, sigmas, shape, method, device, generator)
     if stats is not None:
-        stats["network_calls_per_sample"] = scores.rows_evaluated / shape[0]
+        stats["network_calls_per_sample"] = calls / shape[0]
     return x
 
 
-class _ScoreCache:
-    """Log-scores of ``x`` at ``sigma``; with ``reuse``, logits of unchanged sequences are kept."""
+def _sample_generic(model, graph, sigmas, shape, method, device, generator) -> tuple[torch.Tensor, int]:
+    """Any graph and any log-score model: the full reverse transition at every position and step."""
+    dtype = draw_dtype(device)
+    x = graph.sample_limit(shape, device, generator)
+    ones = torch.ones(shape[0], device=device)
+    for k in range(len(sigmas) - 1):
+        score = model(x, sigmas[k] * ones).to(dtype).exp()
+        x = sample_categorical(graph.reverse_probs(score, x, (sigmas[k] - sigmas[k + 1]).to(dtype), method), generator)
+    score = model(x, sigmas[-1] * ones).to(dtype).exp()
+    x = sample_categorical(graph.denoise_probs(score, x, sigmas[-1].to(dtype)), generator)
+    return x, len(sigmas) * shape[0]
 
-    def __init__(self, model: Denoiser, graph: Graph, reuse: bool) -> None:
-        self.model, self.graph, self.reuse = model, graph, reuse
-        self.x: torch.Tensor | None = None
-        self.logits: torch.Tensor | None = None
-        self.rows_evaluated = 0
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if not self.reuse:
-            self.rows_evaluated += x.shape[0]
-            return self.model(x, sigma)
-        if self.x is None:
-            self.logits = self.model.logits(x, sigma)
-            self.rows_evaluated += x.shape[0]
-        else:
-            changed = (x != self.x).any(-1)
-            rows = int(changed.sum())  # a host sync per step, repaid by every row not recomputed
-            if rows:
-                self.logits[changed] = self.model.logits(x[changed], sigma[changed])
-                self.rows_evaluated += rows
-        self.x = x.clone()
-        return self.graph.log_score_from_logits(self.logits, x, sigma[:, None])
+def _sample_unmasking(model, graph, sigmas, shape, method, device, generator) -> tuple[torch.Tensor, int]:
+    """The absorbing reverse process for a model whose log-scores are ``graph.log_score_from_logits``.
+
+    Those scores at a masked position sum to ``1 / expm1(σ̄)`` whatever the logits, so the
+    step's transition factorises exactly: the position unmasks with probability
+    ``c / expm1(σ̄_k)`` (``c = Δσ`` Euler, ``expm1(Δσ)`` analytic), the same for every masked
+    position, and if it does its token is drawn from ``softmax(logits)``. So a step draws one
+    uniform per masked position and needs the network only for the sequences in which a position
+    unmasks. (Keeping logits across steps would save nothing more: a sequence that needs them
+    again has changed since, by the unmasking that followed its last call.) Same law as
+    ``_sample_generic``, different random stream.
+    """
+    dtype = draw_dtype(device)
+    x = graph.sample_limit(shape, device, generator)
+    calls = 0
+    for k in range(len(sigmas)):
+        sigma = sigmas[k]
+        masked = x == graph.mask_id
+        if k + 1 < len(sigmas):
+            dsigma = (sigma - sigmas[k + 1]).to(dtype)
+            factor = dsigma if method == "euler" else torch.expm1(dsigma)
+            p_unmask = (factor / torch.expm1(sigma.to(dtype))).clamp(0.0, 1.0)
+            u = torch.rand(shape, dtype=dtype, device=device, generator=generator)
+            unmask = masked & (u < p_unmask)
+        else:  # the final step to zero noise draws every position still masked
+            unmask = masked
+        rows = unmask.any(-1)
+        if not bool(rows.any()):  # one host sync per step: a step that unmasks nothing costs no network call
+            continue
+        n = int(rows.sum())
+        logits = model.logits(x[rows], sigma.expand(n))  # [R, L, num_tokens] for the rows that unmask
+        calls += n
+        x[unmask] = sample_categorical(torch.softmax(logits[unmask[rows]].to(dtype), dim=-1), generator)
+    return x, calls
 
 
 def _sample_ordered(model, graph, noise, shape, device, generator):

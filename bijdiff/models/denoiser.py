@@ -18,7 +18,7 @@ class Denoiser(nn.Module):
     works on the two-stream state: the embedding is duplicated into both streams and the
     streams are merged for the head (``model.merge``). With ``time_conditioning=False`` the
     conditioning is ``embed(0)`` for every σ̄: the head's logits then depend on ``x_t`` alone
-    (the graph still applies σ̄ in turning them into scores), which samplers exploit.
+    (the graph still applies σ̄ in turning them into scores), as in MDLM.
     """
 
     def __init__(
