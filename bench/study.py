@@ -125,6 +125,7 @@ def plot(out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6, 4))
     curves = saved_curves(out)
@@ -142,7 +143,11 @@ def plot(out: Path) -> None:
         by_model.setdefault(name, []).append((int(steps), json.loads(path.read_text())["gen_ppl"]))
     for name, points in sorted(by_model.items()):
         ax.plot(*zip(*sorted(points)), marker="o", label=name)
-    ax.set(xscale="log", yscale="log", xlabel="sampling steps (analytic)", ylabel="generative ppl (AR judge)")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({steps for points in by_model.values() for steps, _ in points}))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(yscale="log", xlabel="sampling steps (analytic)", ylabel="generative ppl (AR judge)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "gen_ppl_vs_steps.png", dpi=120)
