@@ -40,23 +40,28 @@ def build_trunk(variant: str, depth: int, args: argparse.Namespace):
     return trunk, torch.randn(args.batch, args.seq, width), torch.randn(args.batch, 128, requires_grad=True)
 
 
-def trunk_loss(trunk, x, cond, count: bool = False):
-    """The trunk's forward and a loss on its output; with ``count``, also the bytes saved for backward."""
+@contextlib.contextmanager
+def counting_saved_bytes():
+    """Within the block, count the bytes autograd saves for backward; yields a list whose one item is the total."""
     import torch
 
-    saved = 0
+    total = [0]
 
     def pack(t):
-        nonlocal saved
-        saved += t.numel() * t.element_size()
+        total[0] += t.numel() * t.element_size()
         return t
 
-    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if count else contextlib.nullcontext()
-    with hooks:
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield total
+
+
+def trunk_loss(trunk, x, cond, count: bool = False):
+    """The trunk's forward and a loss on its output; with ``count``, also the bytes saved for backward."""
+    with counting_saved_bytes() if count else contextlib.nullcontext([0]) as saved:
         out = trunk(x.requires_grad_(True), cond)
         out = out[0] if isinstance(out, tuple) else out
         loss = out.square().mean()
-    return loss, saved
+    return loss, saved[0]
 
 
 def make_step(variant: str, depth: int, args: argparse.Namespace):

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from learning_curves import read_curve
+from reversible_memory import counting_saved_bytes
 from study_table import write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,17 +81,10 @@ def memory(run_dir: Path, out: Path) -> None:
     data = module.hparams["cfg"]["data"]
     torch.manual_seed(0)
     x0 = torch.randint(0, int(module.hparams["num_tokens"]), (int(data["batch_size"]), int(data["seq_len"])))
-    saved = 0
-
-    def count(t: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        saved += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+    with counting_saved_bytes() as saved:
         module.objective.train_nats(module.model.train(), x0, torch.ones_like(x0, dtype=torch.bool)).sum()
     out.write_text(json.dumps({"parameters": sum(p.numel() for p in module.model.parameters()),
-                               "saved_activation_bytes": saved, "batch": [int(data["batch_size"]), int(data["seq_len"])]},
+                               "saved_activation_bytes": saved[0], "batch": [int(data["batch_size"]), int(data["seq_len"])]},
                               indent=2) + "\n")
 
 

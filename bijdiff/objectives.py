@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .diffusion import Graph, Noise, build_noise, dwdse, elbo_nats, sample, stratified_times
+from .errors import ConfigError
 
 
 class Objective(ABC):
@@ -60,8 +61,8 @@ class DiffusionObjective(Objective):
 
     def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0):
         if temperature != 1.0:
-            raise ValueError(f"temperature={temperature}: the diffusion samplers draw from the model's reverse "
-                             "process (temperature 1); a temperature applies to the AR model only")
+            raise ConfigError(f"sample.temperature={temperature}: use it only with an AR checkpoint (the diffusion "
+                              "samplers draw from the model's reverse process at temperature 1)")
         return sample(model, self.graph, self.noise, shape, steps, method, device, generator, stats=stats)
 
 

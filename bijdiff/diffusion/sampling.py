@@ -46,8 +46,8 @@ def sample(
     Under the absorbing graph a ``Denoiser`` (a model with ``logits``) is sampled by
     ``_sample_unmasking``: the same law, but a sequence goes through the network only at the
     steps where one of its positions unmasks, at most ``L + 1`` calls whatever ``steps`` is.
-    Other models and the uniform graph take every step at every position (``steps + 1`` calls). ``stats["network_calls_per_sample"]`` receives the network
-    evaluations per sequence, counted.
+    Other models and the uniform graph take every step at every position (``steps + 1`` calls).
+    ``stats["network_calls_per_sample"]`` receives the network evaluations per sequence, counted.
     """
     if method not in SAMPLERS:
         raise ConfigError(f"unknown sampler {method!r}; choose one of {list(SAMPLERS)}")
@@ -109,9 +109,9 @@ def _sample_unmasking(model, graph, sigmas, shape, method, device, generator) ->
         else:  # the final step to zero noise draws every position still masked
             unmask = masked
         rows = unmask.any(-1)
-        if not bool(rows.any()):  # one host sync per step: a step that unmasks nothing costs no network call
+        n = int(rows.sum())  # one host sync per step: a step that unmasks nothing costs no network call
+        if n == 0:
             continue
-        n = int(rows.sum())
         logits = model.logits(x[rows], sigma.expand(n))  # [R, L, num_tokens] for the rows that unmask
         calls += n
         x[unmask] = sample_categorical(torch.softmax(logits[unmask[rows]].to(dtype), dim=-1), generator)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import sampling
+from ..errors import ConfigError
 from ..nn.layers import OutputHead
 from .trunks import StandardTrunk
 
@@ -56,7 +57,7 @@ class AutoregressiveLM(nn.Module):
         Each draw is from ``softmax(logits / temperature)`` (1: the model's own distribution).
         """
         if not temperature > 0:
-            raise ValueError(f"temperature={temperature} must be > 0")
+            raise ConfigError(f"sample.temperature={temperature} must be > 0")
         b, length = shape
         x = torch.zeros(shape, dtype=torch.long, device=device)
         dtype = sampling.draw_dtype(device)
