@@ -34,7 +34,7 @@ import yaml
 
 from learning_curves import read_curve
 from reversible_memory import counting_saved_bytes
-from study_table import write_readme
+from study_table import train_times, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,9 +173,11 @@ def evaluate_runs(runs: dict[str, Path], args: argparse.Namespace) -> None:
     judge = f"judge_ckpt={runs['ar'] / 'checkpoints' / 'best.ckpt'}"
     sample = ["mode=sample", f"sample.num_samples={args.num_samples}", judge]
     device = f"device={args.device}"
+    known = train_times(args.out)
     with open(args.out / "train_times.txt", "a") as times:
         for name, run_dir in runs.items():
-            times.write(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}\n")
+            if name not in known:  # a rerun of the evaluations adds no second line
+                times.write(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}\n")
     for name, run_dir in runs.items():
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         memory(run_dir, args.out / f"{name}-memory.json")
