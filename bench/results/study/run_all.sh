@@ -1,10 +1,13 @@
 #!/bin/bash
-# Study training runs on the offline protocol, from a snapshot of the working tree at launch.
+# Study training runs on the offline protocol.
 # Usage: run_all.sh [name ...]   (default: every run below, in this order)
-cd "${BIJDIFF_REPO:-/tmp/snap}"  # the repository (a snapshot of it when it ran)
-D=${BIJDIFF_DATA:-/work/shared/data/wikitext-2}
-S=${BIJDIFF_RUNS:-/work/runs}/study
-ls $D >/dev/null || exit 1
+# Environment: BIJDIFF_REPO, the checkout to run (default: this one; the study ran from snapshots
+# of the tree, see README.md here), BIJDIFF_DATA (default ../shared/data/wikitext-2 beside it),
+# BIJDIFF_RUNS (default runs/ in it): runs go to $BIJDIFF_RUNS/study/<name>, lines to done.txt.
+cd "${BIJDIFF_REPO:-$(dirname "$0")/../../..}" || exit 1
+D=$(realpath -m "${BIJDIFF_DATA:-../shared/data/wikitext-2}")
+S=$(realpath -m "${BIJDIFF_RUNS:-runs}")/study
+[ -f $D/wiki.valid.tokens ] || { echo "no $D/wiki.valid.tokens: set BIJDIFF_DATA to the WikiText-2 directory" >&2; exit 1; }
 mkdir -p $S
 declare -A ARGS=(
   [ar]="model=ar"
@@ -17,6 +20,7 @@ declare -A ARGS=(
   [hybrid]="model=hybrid"
 )
 for name in ${@:-ar standard bijective standard-uniform bijective-uniform standard-notime bijective-affine hybrid}; do
+  [ -n "${ARGS[$name]}" ] || { echo "unknown run $name; choose from: ${!ARGS[*]}" >&2; exit 1; }
   start=$(date +%s)
   python train.py experiment=quick ${ARGS[$name]} data.files.train=$D/wiki.valid.tokens \
     data.files.validation=$D/wiki.test.tokens data.files.test=$D/wiki.test.tokens \
