@@ -1,0 +1,66 @@
+"""The study pipeline's bookkeeping: run names from configs, and the README tables from eval.py outputs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from study import run_name  # noqa: E402
+from study_table import BEGIN, END, write_readme  # noqa: E402
+
+UNIGRAM = {"unigram_nll_per_token": 6.6, "unigram_ppl_per_token": 735.1, "unigram_ppl_per_word": 6445.6}
+
+
+def _write(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj))
+
+
+@pytest.mark.parametrize("model, graph, expected", [
+    ({"name": "ar"}, "absorb", "ar"),
+    ({"name": "bijective", "coupling": "additive"}, "absorb", "bijective"),
+    ({"name": "bijective", "coupling": "affine"}, "absorb", "bijective-affine"),
+    ({"name": "hybrid", "coupling": "additive"}, "uniform", "hybrid-uniform"),
+    ({"name": "standard", "time_conditioning": False}, "absorb", "standard-notime"),
+])
+def test_run_name_follows_the_composed_config(tmp_path: Path, model: dict, graph: str, expected: str) -> None:
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"model": model, "diffusion": {"graph": graph}}))
+    assert run_name(tmp_path) == expected
+
+
+def test_tables_are_written_between_the_markers_only(tmp_path: Path) -> None:
+    _write(tmp_path / "ar-ppl.json", {**UNIGRAM, "nll_exact_per_token": 5.0651, "ppl_exact_per_token": 158.4,
+                                      "ppl_exact_per_word": 837.3})
+    _write(tmp_path / "bijective-ppl.json", {**UNIGRAM, "nll_per_token": 5.9791, "nll_bound_stderr": 0.0188,
+                                             "ppl_bound_per_token": 394.9, "ppl_bound_per_word": 2818.1})
+    _write(tmp_path / "bijective-memory.json", {"parameters": 8_261_119, "saved_activation_bytes": 287_092_636})
+    _write(tmp_path / "bijective-sample-analytic64.json", {
+        "model": "bijective", "sampler": "analytic", "steps": 64, "network_calls_per_sample": 40.7,
+        "gen_ppl": 1697.9, "entropy": 3.76, "distinct_4": 0.97, "tokens_per_s": 154.9})
+    (tmp_path / "train_times.txt").write_text("bijective rc=0 seconds=1185\nstandard rc=1 seconds=3\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\nbefore\n{BEGIN}\nstale table\n{END}\nafter\n")
+
+    write_readme(readme, tmp_path)
+    text = readme.read_text()
+
+    assert text.startswith("# Title\nbefore\n") and text.endswith(f"{END}\nafter\n")
+    assert "stale table" not in text
+    assert "| unigram (add-½) | – | – | – | 6.600 | 735.1 | 6,445.6 |" in text
+    assert "| `ar` (exact) | – | – | – | 5.065 | 158.4 | 837.3 |" in text
+    assert ("| `bijective` SEDD, absorbing, additive, memory-efficient (bound) | 8.26 M | 274 MiB | 19 m 45 s | "
+            "≤ 5.979 ± 0.019 | ≤ 394.9 | ≤ 2,818.1 |") in text
+    assert "| `bijective`, analytic, 64 steps | 40.7 | 1,697.9 | 3.76 | 0.97 | 154.9 |" in text
+    assert "standard" not in text.split(BEGIN)[1]  # no files, no row; a failed run's time is not read
+
+
+def test_a_readme_without_markers_is_refused_and_left_alone(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        write_readme(readme, tmp_path)
+    assert readme.read_text() == "# no markers\n"
