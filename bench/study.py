@@ -37,6 +37,7 @@ from reversible_memory import counting_saved_bytes
 from study_table import train_times, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = "offline protocol, experiment=quick"  # what train_study runs; named in the plots
 
 
 def run_name(run_dir: Path) -> str:
@@ -125,7 +126,8 @@ def plot(out: Path) -> None:
     curves = saved_curves(out)
     for name, curve in curves.items():
         ax.plot(list(curve), list(curve.values()), marker="o", label=name)
-    ax.set(xlabel="optimizer step", ylabel="validation nats/token (bound; exact for ar)", title="Validation NLL")
+    ax.set(xlabel="optimizer step", ylabel="validation nats/token (bound; exact for ar)",
+           title=f"Validation NLL ({PROTOCOL})")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "val_nll.png", dpi=120)
@@ -137,11 +139,15 @@ def plot(out: Path) -> None:
         by_model.setdefault(name, []).append((int(steps), json.loads(path.read_text())["gen_ppl"]))
     for name, points in sorted(by_model.items()):
         ax.plot(*zip(*sorted(points)), marker="o", label=name)
+    ar = out / "ar-sample.json"
+    if ar.is_file():
+        ax.axhline(json.loads(ar.read_text())["gen_ppl"], color="black", linestyle="--", label="ar, temperature 1")
     ax.set_xscale("log")
     ax.set_xticks(sorted({steps for points in by_model.values() for steps, _ in points}))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set(yscale="log", xlabel="sampling steps (analytic)", ylabel="generative ppl (AR judge)")
+    ax.set(yscale="log", xlabel="sampling steps (analytic)", ylabel="generative ppl (AR judge)",
+           title=f"Samples, 64 tokens ({PROTOCOL})")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "gen_ppl_vs_steps.png", dpi=120)

@@ -18,8 +18,10 @@ declare -A ARGS=(
   [standard-notime]="model=standard model.time_conditioning=false"
   [bijective-affine]="model=bijective_affine"
   [hybrid]="model=hybrid"
+  [standard-seed1]="model=standard seed=1"
+  [bijective-seed1]="model=bijective seed=1"
 )
-for name in ${@:-ar standard bijective standard-uniform bijective-uniform standard-notime bijective-affine hybrid}; do
+for name in ${@:-ar standard bijective standard-uniform bijective-uniform standard-notime bijective-affine hybrid standard-seed1 bijective-seed1}; do
   [ -n "${ARGS[$name]}" ] || { echo "unknown run $name; choose from: ${!ARGS[*]}" >&2; exit 1; }
   start=$(date +%s)
   python train.py experiment=quick ${ARGS[$name]} data.files.train=$D/wiki.valid.tokens \
