@@ -4,10 +4,11 @@
     python bench/study.py --runs runs/study [--out bench/results/study] [--readme README.md]   # evaluate only
     python bench/study.py                                                         # redraw from --out only
 
-``--train DATA_DIR`` first runs two Hydra multiruns on the offline protocol (train on
+``--train DATA_DIR`` first runs four Hydra multiruns on the offline protocol (train on
 ``wiki.valid.tokens``, validate and test on ``wiki.test.tokens``) into ``--runs``:
-``experiment=quick model=ar,standard,bijective,bijective_affine,hybrid`` (absorbing graph) and
-``model=standard,bijective diffusion=uniform``: equal step budget, parameter counts within 1%.
+``experiment=quick model=ar,standard,bijective,bijective_affine,hybrid`` (absorbing graph),
+``model=standard,bijective diffusion=uniform``, ``model=standard model.time_conditioning=false``
+and ``model=standard,bijective seed=1`` (repeats): equal step budget, parameter counts within 1%.
 A sweep whose directory exists is not rerun. ``--set`` adds overrides to every training run
 (e.g. a tiny model for a smoke test).
 
@@ -15,8 +16,8 @@ For each run directory under the ``--runs`` directories (one holding ``checkpoin
 config (``bijective``, ``bijective-affine``, ``standard-uniform``...), it runs ``eval.py`` for
 the test perplexity (``<name>-ppl.json``), the exact likelihood of the first 256 test blocks
 (``<name>-ppl-first256.json``, absorbing and AR), and samples judged by the study's ``ar`` run
-(``<name>-sample-analytic<steps>.json`` for each ``--steps``, ``<name>-sample-ordered.json``);
-it saves the run's validation curve (``curves/<name>.csv``) and its parameters and bytes saved
+(``<name>-sample-analytic<steps>.json`` for each ``--steps``, ``<name>-sample-ordered.json``;
+repeat runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's validation curve (``curves/<name>.csv``) and its parameters and bytes saved
 for backward (``<name>-memory.json``). Results already in ``--out`` are kept (delete a file to
 redo it). Then it writes the tables (``bench/study_table.py``) into the README between the
 ``<!-- study-tables -->`` markers, the validation curves (``val_nll.png``) and generative
@@ -29,6 +30,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -41,7 +43,7 @@ PROTOCOL = "offline protocol, experiment=quick"  # what train_study runs; named 
 
 
 def run_name(run_dir: Path) -> str:
-    """``<model>[-affine][-uniform][-notime]`` from the run's composed config."""
+    """``<model>[-affine][-uniform][-notime][-seed<N>]`` from the run's composed config (seed 0 unnamed)."""
     cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     m, d = cfg["model"], cfg["diffusion"]
     name = m["name"]
@@ -51,6 +53,8 @@ def run_name(run_dir: Path) -> str:
         name += "-uniform"
     if name != "ar" and m.get("time_conditioning") is False:
         name += "-notime"
+    if cfg.get("seed", 0):
+        name += f"-seed{cfg['seed']}"
     return name
 
 
@@ -89,11 +93,13 @@ def memory(run_dir: Path, out: Path) -> None:
                               indent=2) + "\n")
 
 
-def evaluate(run_dir: Path, out: Path, *args: str) -> None:
-    """``eval.py`` on the run's best checkpoint, unless ``out`` exists."""
+def evaluate(run_dir: Path, out: Path, *args: str, extra: Sequence[str] = ()) -> None:
+    """``eval.py`` on the run's best checkpoint with overrides ``args``, then ``extra`` (which win), unless ``out`` exists."""
     if out.is_file():
         return
-    cmd = [sys.executable, "eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"output_json={out}", *args]
+    overrides = dict(a.split("=", 1) for a in (*args, *extra))
+    cmd = [sys.executable, "eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", f"output_json={out}",
+           *(f"{k}={v}" for k, v in overrides.items())]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
 
@@ -156,6 +162,8 @@ def plot(out: Path) -> None:
 SWEEPS = {  # sweep directory under --runs -> the multirun's overrides
     "absorb": ["model=ar,standard,bijective,bijective_affine,hybrid"],
     "uniform": ["model=standard,bijective", "diffusion=uniform"],
+    "notime": ["model=standard", "model.time_conditioning=false"],
+    "seed1": ["model=standard,bijective", "seed=1"],  # how far one seed moves a bound
 }
 
 
@@ -187,18 +195,20 @@ def evaluate_runs(runs: dict[str, Path], args: argparse.Namespace) -> None:
     for name, run_dir in runs.items():
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         memory(run_dir, args.out / f"{name}-memory.json")
-        evaluate(run_dir, args.out / f"{name}-ppl.json", device)
+        evaluate(run_dir, args.out / f"{name}-ppl.json", device, extra=args.eval_set)
+        if "-seed" in name:  # a repeat run: its bound is what the repeat table reads
+            continue
         absorbing = name == "ar" or not name.endswith("-uniform")
         if absorbing:
-            evaluate(run_dir, args.out / f"{name}-ppl-first256.json", device, "eval.exact=true", "eval.max_sequences=256")
+            evaluate(run_dir, args.out / f"{name}-ppl-first256.json", device, "eval.exact=true", "eval.max_sequences=256", extra=args.eval_set)
         if name == "ar":
-            evaluate(run_dir, args.out / "ar-sample.json", device, *sample)
+            evaluate(run_dir, args.out / "ar-sample.json", device, *sample, extra=args.eval_set)
             continue
         for steps in args.steps:
             evaluate(run_dir, args.out / f"{name}-sample-analytic{steps}.json", device, *sample,
-                     "sample.sampler=analytic", f"sample.steps={steps}")
+                     "sample.sampler=analytic", f"sample.steps={steps}", extra=args.eval_set)
         if absorbing:
-            evaluate(run_dir, args.out / f"{name}-sample-ordered.json", device, *sample, "sample.sampler=ordered")
+            evaluate(run_dir, args.out / f"{name}-sample-ordered.json", device, *sample, "sample.sampler=ordered", extra=args.eval_set)
 
 
 def main() -> None:
@@ -212,6 +222,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train", type=Path, metavar="DATA_DIR", help="first train the study into --runs (its first directory)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every training run")
+    parser.add_argument("--eval-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for every eval.py run, over the study's own (e.g. eval.max_sequences=16 for a smoke test)")
     args = parser.parse_args()
 
     if args.train:

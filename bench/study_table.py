@@ -4,9 +4,10 @@
 
 Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 ``<run>-ppl-first256.json`` (exact likelihood on the first 256 blocks), ``<run>-sample-*.json``
-(samples judged by the AR model), ``<run>-memory.json`` (parameters, bytes saved for backward by one
+(samples judged by the AR model), ``<run>-seed<N>-ppl.json`` and ``<dir>/<run>-ppl.json`` (repeat
+runs of a row's configuration), ``<run>-memory.json`` (parameters, bytes saved for backward by one
 training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N``, as
-``run_all.sh`` writes them), and prints the three Markdown tables, or with ``--readme`` writes
+``run_all.sh`` writes them), and prints the Markdown tables, or with ``--readme`` writes
 them between the README's ``<!-- study-tables -->`` markers. Missing files leave rows out.
 """
 from __future__ import annotations
@@ -40,6 +41,11 @@ def _clock(seconds: float | None) -> str:
     return "–" if seconds is None else f"{int(seconds) // 60} m {int(seconds) % 60:02d} s"
 
 
+def _per_word(ppl: float | None, prefix: str = "") -> str:
+    """Per-word perplexity, or "–" where ``eval.py`` gives none (a subset of the split has no word count)."""
+    return "–" if ppl is None else f"{prefix}{ppl:,.1f}"
+
+
 def train_times(directory: Path) -> dict[str, float]:
     """Seconds per training run, from ``train_times.txt``."""
     path = directory / "train_times.txt"
@@ -63,17 +69,17 @@ def likelihood_table(directory: Path) -> list[str]:
         unigram = unigram or m
         if "nll_bound_stderr" not in m:  # an exact likelihood (the AR model)
             nll, ppl, word = m["nll_exact_per_token"], m["ppl_exact_per_token"], m["ppl_exact_per_word"]
-            cells = f"{nll:.3f} | {ppl:,.1f} | {word:,.1f}"
+            cells = f"{nll:.3f} | {ppl:,.1f} | {_per_word(word)}"
         else:
             nll, err = m["nll_per_token"], m["nll_bound_stderr"]
-            cells = f"≤ {nll:.3f} ± {err:.3f} | ≤ {m['ppl_bound_per_token']:,.1f} | ≤ {m['ppl_bound_per_word']:,.1f}"
+            cells = f"≤ {nll:.3f} ± {err:.3f} | ≤ {m['ppl_bound_per_token']:,.1f} | {_per_word(m['ppl_bound_per_word'], '≤ ')}"
         mem = _load(directory / f"{run}-memory.json")
         size = f"{mem['parameters'] / 1e6:.2f} M | {mem['saved_activation_bytes'] / 2**20:,.0f} MiB" if mem else "– | –"
         rows.append(f"| {NAMES.get(run, f'`{run}` (bound)')} | {size} | {_clock(times.get(run))} | {cells} |")
     if unigram is not None:
         u = unigram
         rows.insert(2, f"| unigram (add-½) | – | – | – | {u['unigram_nll_per_token']:.3f} | "
-                       f"{u['unigram_ppl_per_token']:,.1f} | {u['unigram_ppl_per_word']:,.1f} |")
+                       f"{u['unigram_ppl_per_token']:,.1f} | {_per_word(u['unigram_ppl_per_word'])} |")
     return rows
 
 
@@ -102,9 +108,32 @@ def sample_table(directory: Path) -> list[str]:
     return rows
 
 
+def _bound(m: dict) -> str:
+    if "nll_bound_stderr" not in m:
+        return f"{m['nll_exact_per_token']:.3f} (exact)"
+    return f"≤ {m['nll_per_token']:.3f} ± {m['nll_bound_stderr']:.3f}"
+
+
+def repeat_table(directory: Path) -> list[str]:
+    """Other runs of a row's configuration: ``<run>-seed<N>-ppl.json`` here, and ``<dir>/<run>-ppl.json``
+    in subdirectories (earlier runs kept with a README that says what produced them)."""
+    rows = ["| model | run | test nats/token |", "| --- | --- | --- |"]
+    for run in RUNS:
+        main = _load(directory / f"{run}-ppl.json")
+        repeats = [(f"seed {p.stem[len(run) + 5:-4]}", p) for p in sorted(directory.glob(f"{run}-seed*-ppl.json"))]
+        repeats += [(f"`{p.parent.name}/`", p) for p in sorted(directory.glob(f"*/{run}-ppl.json"))]
+        if not repeats:
+            continue
+        if main is not None:
+            rows.append(f"| `{run}` | the Results row (seed 0) | {_bound(main)} |")
+        rows += [f"| `{run}` | {label} | {_bound(json.loads(p.read_text()))} |" for label, p in repeats]
+    return rows if len(rows) > 2 else []
+
+
 def tables(directory: Path) -> str:
-    """The three tables as Markdown, separated by blank lines."""
-    return "\n\n".join("\n".join(t) for t in (likelihood_table(directory), exact_table(directory), sample_table(directory)))
+    """The tables as Markdown, separated by blank lines."""
+    parts = (likelihood_table(directory), exact_table(directory), sample_table(directory), repeat_table(directory))
+    return "\n\n".join("\n".join(t) for t in parts if t)
 
 
 def write_readme(readme: Path, directory: Path) -> None:

@@ -19,16 +19,18 @@ def _write(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj))
 
 
-@pytest.mark.parametrize("model, graph, expected", [
-    ({"name": "ar"}, "absorb", "ar"),
-    ({"name": "bijective", "coupling": "additive"}, "absorb", "bijective"),
-    ({"name": "bijective", "coupling": "affine"}, "absorb", "bijective-affine"),
-    ({"name": "hybrid", "coupling": "additive"}, "uniform", "hybrid-uniform"),
-    ({"name": "standard", "time_conditioning": False}, "absorb", "standard-notime"),
+@pytest.mark.parametrize("model, graph, seed, expected", [
+    ({"name": "ar"}, "absorb", 0, "ar"),
+    ({"name": "bijective", "coupling": "additive"}, "absorb", 0, "bijective"),
+    ({"name": "bijective", "coupling": "affine"}, "absorb", 0, "bijective-affine"),
+    ({"name": "hybrid", "coupling": "additive"}, "uniform", 0, "hybrid-uniform"),
+    ({"name": "standard", "time_conditioning": False}, "absorb", 0, "standard-notime"),
+    ({"name": "standard"}, "absorb", 1, "standard-seed1"),
 ])
-def test_run_name_follows_the_composed_config(tmp_path: Path, model: dict, graph: str, expected: str) -> None:
+def test_run_name_follows_the_composed_config(tmp_path: Path, model: dict, graph: str, seed: int, expected: str) -> None:
     (tmp_path / ".hydra").mkdir()
-    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"model": model, "diffusion": {"graph": graph}}))
+    config = {"model": model, "diffusion": {"graph": graph}, "seed": seed}
+    (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     assert run_name(tmp_path) == expected
 
 
@@ -41,6 +43,9 @@ def test_tables_are_written_between_the_markers_only(tmp_path: Path) -> None:
     _write(tmp_path / "bijective-sample-analytic64.json", {
         "model": "bijective", "sampler": "analytic", "steps": 64, "network_calls_per_sample": 40.7,
         "gen_ppl": 1697.9, "entropy": 3.76, "distinct_4": 0.97, "tokens_per_s": 154.9})
+    _write(tmp_path / "bijective-seed1-ppl.json", {"nll_per_token": 6.0412, "nll_bound_stderr": 0.0191})
+    (tmp_path / "earlier").mkdir()
+    _write(tmp_path / "earlier" / "bijective-ppl.json", {"nll_per_token": 6.1, "nll_bound_stderr": 0.02})
     (tmp_path / "train_times.txt").write_text("bijective rc=0 seconds=1185\nstandard rc=1 seconds=3\n")
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\nbefore\n{BEGIN}\nstale table\n{END}\nafter\n")
@@ -55,7 +60,20 @@ def test_tables_are_written_between_the_markers_only(tmp_path: Path) -> None:
     assert ("| `bijective` SEDD, absorbing, additive, memory-efficient (bound) | 8.26 M | 274 MiB | 19 m 45 s | "
             "≤ 5.979 ± 0.019 | ≤ 394.9 | ≤ 2,818.1 |") in text
     assert "| `bijective`, analytic, 64 steps | 40.7 | 1,697.9 | 3.76 | 0.97 | 154.9 |" in text
+    assert ("| `bijective` | the Results row (seed 0) | ≤ 5.979 ± 0.019 |\n| `bijective` | seed 1 | ≤ 6.041 ± 0.019 |\n"
+            "| `bijective` | `earlier/` | ≤ 6.100 ± 0.020 |") in text
     assert "standard" not in text.split(BEGIN)[1]  # no files, no row; a failed run's time is not read
+
+
+def test_a_subset_evaluation_has_no_per_word_column(tmp_path: Path) -> None:
+    subset = {**UNIGRAM, "unigram_ppl_per_word": None, "nll_per_token": 6.25, "nll_bound_stderr": 0.18,
+              "ppl_bound_per_token": 518.0, "ppl_bound_per_word": None}
+    _write(tmp_path / "hybrid-ppl.json", subset)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    write_readme(readme, tmp_path)
+    assert "| ≤ 6.250 ± 0.180 | ≤ 518.0 | – |" in readme.read_text()
+    assert "| 6.600 | 735.1 | – |" in readme.read_text()
 
 
 def test_a_readme_without_markers_is_refused_and_left_alone(tmp_path: Path) -> None:
