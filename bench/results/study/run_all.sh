@@ -20,8 +20,9 @@ declare -A ARGS=(
   [hybrid]="model=hybrid"
   [standard-seed1]="model=standard seed=1"
   [bijective-seed1]="model=bijective seed=1"
+  [bijective-affine-seed1]="model=bijective_affine seed=1"
 )
-for name in ${@:-ar standard bijective standard-uniform bijective-uniform standard-notime bijective-affine hybrid standard-seed1 bijective-seed1}; do
+for name in ${@:-ar standard bijective standard-uniform bijective-uniform standard-notime bijective-affine hybrid standard-seed1 bijective-seed1 bijective-affine-seed1}; do
   [ -n "${ARGS[$name]}" ] || { echo "unknown run $name; choose from: ${!ARGS[*]}" >&2; exit 1; }
   start=$(date +%s)
   python train.py experiment=quick ${ARGS[$name]} data.files.train=$D/wiki.valid.tokens \

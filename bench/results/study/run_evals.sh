@@ -44,6 +44,7 @@ declare -A EVALS=(  # name -> "training run | eval.py arguments"
   [hybrid-sample-analytic64]="hybrid|$SAMPLE sample.sampler=analytic sample.steps=64 $J"
   [standard-seed1-ppl]="standard-seed1|"
   [bijective-seed1-ppl]="bijective-seed1|"
+  [bijective-affine-seed1-ppl]="bijective-affine-seed1|"
 )
 ALL="ar-ppl standard-ppl bijective-ppl standard-uniform-ppl bijective-uniform-ppl ar-ppl-first256
 standard-ppl-first256 bijective-ppl-first256 ar-sample standard-sample-analytic64 standard-sample-ordered
@@ -52,7 +53,8 @@ bijective-uniform-sample-analytic64 ar-sample-t1.25 ar-sample-t1.5 ar-sample-t1.
 standard-notime-sample-analytic16 standard-notime-sample-analytic64 standard-notime-sample-analytic256
 standard-notime-sample-ordered bijective-sample-analytic16 bijective-sample-analytic256 bijective-affine-ppl
 bijective-affine-sample-analytic64 hybrid-ppl hybrid-sample-analytic64 standard-sample-analytic16
-standard-sample-analytic256 standard-seed1-ppl bijective-seed1-ppl"
+standard-sample-analytic256 standard-seed1-ppl bijective-seed1-ppl
+bijective-affine-seed1-ppl"
 for name in ${@:-$ALL}; do
   [ -n "${EVALS[$name]}" ] || { echo "unknown evaluation $name; choose from: ${!EVALS[*]}" >&2; exit 1; }
   run=${EVALS[$name]%%|*}; args=${EVALS[$name]#*|}
