@@ -54,6 +54,9 @@ def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
             (_loss(model, x_t[part], sigma[part], weights[part]) * WORLD).backward()
         if rank == 0:
             torch.save({n: p.grad for n, p in model.module.named_parameters()}, Path(out_dir) / "ddp_grads.pt")
+        # no rank tears gloo down while the other may still use the connection (a teardown race
+        # otherwise aborts one process now and then: "terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
