@@ -195,20 +195,24 @@ def evaluate_runs(runs: dict[str, Path], args: argparse.Namespace) -> None:
     for name, run_dir in runs.items():
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         memory(run_dir, args.out / f"{name}-memory.json")
-        evaluate(run_dir, args.out / f"{name}-ppl.json", device, extra=args.eval_set)
-        if "-seed" in name:  # a repeat run: its bound is what the repeat table reads
-            continue
-        absorbing = name == "ar" or not name.endswith("-uniform")
-        if absorbing:
-            evaluate(run_dir, args.out / f"{name}-ppl-first256.json", device, "eval.exact=true", "eval.max_sequences=256", extra=args.eval_set)
-        if name == "ar":
-            evaluate(run_dir, args.out / "ar-sample.json", device, *sample, extra=args.eval_set)
-            continue
-        for steps in args.steps:
-            evaluate(run_dir, args.out / f"{name}-sample-analytic{steps}.json", device, *sample,
-                     "sample.sampler=analytic", f"sample.steps={steps}", extra=args.eval_set)
-        if absorbing:
-            evaluate(run_dir, args.out / f"{name}-sample-ordered.json", device, *sample, "sample.sampler=ordered", extra=args.eval_set)
+        for result, overrides in evaluations(name, sample, args.steps):
+            evaluate(run_dir, args.out / f"{name}-{result}.json", device, *overrides, extra=args.eval_set)
+
+
+def evaluations(name: str, sample: list[str], steps: list[int]) -> list[tuple[str, list[str]]]:
+    """``(result, eval.py overrides)`` for each evaluation of run ``name``; ``<name>-<result>.json`` holds it."""
+    if "-seed" in name:  # a repeat run: its bound is what the repeat table reads
+        return [("ppl", [])]
+    absorbing = name == "ar" or not name.endswith("-uniform")
+    todo = [("ppl", [])]
+    if absorbing:
+        todo.append(("ppl-first256", ["eval.exact=true", "eval.max_sequences=256"]))
+    if name == "ar":
+        return todo + [("sample", sample)]
+    todo += [(f"sample-analytic{k}", [*sample, "sample.sampler=analytic", f"sample.steps={k}"]) for k in steps]
+    if absorbing:
+        todo.append(("sample-ordered", [*sample, "sample.sampler=ordered"]))
+    return todo
 
 
 def main() -> None:

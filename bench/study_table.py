@@ -41,6 +41,13 @@ def _clock(seconds: float | None) -> str:
     return "–" if seconds is None else f"{int(seconds) // 60} m {int(seconds) % 60:02d} s"
 
 
+def _bound(m: dict) -> str:
+    """``≤ nll ± stderr`` of a bound, or the exact NLL of an exact evaluation (the AR model)."""
+    if "nll_bound_stderr" not in m:
+        return f"{m['nll_exact_per_token']:.3f} (exact)"
+    return f"≤ {m['nll_per_token']:.3f} ± {m['nll_bound_stderr']:.3f}"
+
+
 def _per_word(ppl: float | None, prefix: str = "") -> str:
     """Per-word perplexity, or "–" where ``eval.py`` gives none (a subset of the split has no word count)."""
     return "–" if ppl is None else f"{prefix}{ppl:,.1f}"
@@ -71,8 +78,7 @@ def likelihood_table(directory: Path) -> list[str]:
             nll, ppl, word = m["nll_exact_per_token"], m["ppl_exact_per_token"], m["ppl_exact_per_word"]
             cells = f"{nll:.3f} | {ppl:,.1f} | {_per_word(word)}"
         else:
-            nll, err = m["nll_per_token"], m["nll_bound_stderr"]
-            cells = f"≤ {nll:.3f} ± {err:.3f} | ≤ {m['ppl_bound_per_token']:,.1f} | {_per_word(m['ppl_bound_per_word'], '≤ ')}"
+            cells = f"{_bound(m)} | ≤ {m['ppl_bound_per_token']:,.1f} | {_per_word(m['ppl_bound_per_word'], '≤ ')}"
         mem = _load(directory / f"{run}-memory.json")
         size = f"{mem['parameters'] / 1e6:.2f} M | {mem['saved_activation_bytes'] / 2**20:,.0f} MiB" if mem else "– | –"
         rows.append(f"| {NAMES.get(run, f'`{run}` (bound)')} | {size} | {_clock(times.get(run))} | {cells} |")
@@ -90,7 +96,7 @@ def exact_table(directory: Path) -> list[str]:
         m = _load(directory / f"{run}-ppl-first256.json")
         if m is None:
             continue
-        bound = f"≤ {m['nll_per_token']:.3f} ± {m['nll_bound_stderr']:.3f}" if "nll_bound_stderr" in m else "–"
+        bound = _bound(m) if "nll_bound_stderr" in m else "–"
         rows.append(f"| `{run}` | {bound} | {m['nll_exact_per_token']:.3f} | {m['ppl_exact_per_token']:,.1f} |")
     return rows
 
@@ -108,19 +114,14 @@ def sample_table(directory: Path) -> list[str]:
     return rows
 
 
-def _bound(m: dict) -> str:
-    if "nll_bound_stderr" not in m:
-        return f"{m['nll_exact_per_token']:.3f} (exact)"
-    return f"≤ {m['nll_per_token']:.3f} ± {m['nll_bound_stderr']:.3f}"
-
-
 def repeat_table(directory: Path) -> list[str]:
     """Other runs of a row's configuration: ``<run>-seed<N>-ppl.json`` here, and ``<dir>/<run>-ppl.json``
     in subdirectories (earlier runs kept with a README that says what produced them)."""
     rows = ["| model | run | test nats/token |", "| --- | --- | --- |"]
     for run in RUNS:
         main = _load(directory / f"{run}-ppl.json")
-        repeats = [(f"seed {p.stem[len(run) + 5:-4]}", p) for p in sorted(directory.glob(f"{run}-seed*-ppl.json"))]
+        repeats = [(p.stem.removeprefix(f"{run}-").removesuffix("-ppl").replace("seed", "seed "), p)
+                   for p in sorted(directory.glob(f"{run}-seed*-ppl.json"))]
         repeats += [(f"`{p.parent.name}/`", p) for p in sorted(directory.glob(f"*/{run}-ppl.json"))]
         if not repeats:
             continue
