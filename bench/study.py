@@ -4,21 +4,24 @@
     python bench/study.py --runs runs/study [--out bench/results/study] [--readme README.md]   # evaluate only
     python bench/study.py                                                         # redraw from --out only
 
-``--train DATA_DIR`` first runs four Hydra multiruns on the offline protocol (train on
-``wiki.valid.tokens``, validate and test on ``wiki.test.tokens``) into ``--runs``:
-``experiment=quick model=ar,standard,bijective,bijective_affine,hybrid`` (absorbing graph),
-``model=standard,bijective diffusion=uniform``, ``model=standard model.time_conditioning=false``
-and ``model=standard,bijective,bijective_affine seed=1`` (repeats): equal step budget, parameter counts within 1%.
-A sweep whose directory exists is not rerun. ``--set`` adds overrides to every training run
-(e.g. a tiny model for a smoke test).
+``--train DATA_DIR`` first trains the study on the offline protocol (train on
+``wiki.valid.tokens``, validate and test on ``wiki.test.tokens``) into ``--runs``, one Hydra
+multirun per sweep of ``SWEEPS``: ``experiment=quick model=ar,standard,bijective,bijective_affine,hybrid``
+(absorbing graph), ``model=standard,bijective diffusion=uniform``,
+``model=standard model.time_conditioning=false`` and ``model=standard,bijective,bijective_affine seed=1``
+(repeats): equal step budget, parameter counts within 1%. It trains only the runs that have not
+finished (``last.ckpt`` at ``trainer.max_steps``), so an interrupted study goes on where it
+stopped, losing at most the runs in progress; ``--only`` picks runs by name. ``--set`` adds
+overrides to every training run (e.g. a tiny model for a smoke test).
 
-For each run directory under the ``--runs`` directories (one holding ``checkpoints/best.ckpt``), named from its
+For each finished run under the ``--runs`` directories (of ``--only``, if given), named from its
 config (``bijective``, ``bijective-affine``, ``standard-uniform``...), it runs ``eval.py`` for
 the test perplexity (``<name>-ppl.json``), the exact likelihood of the first 256 test blocks
 (``<name>-ppl-first256.json``, absorbing and AR), and samples judged by the study's ``ar`` run
 (``<name>-sample-analytic<steps>.json`` for each ``--steps``, ``<name>-sample-ordered.json``;
-repeat runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's validation curve (``curves/<name>.csv``) and its parameters and bytes saved
-for backward (``<name>-memory.json``). Results already in ``--out`` are kept (delete a file to
+``ar-sample-t<T>.json`` for the AR model tempered to diffusion's generative perplexity; repeat
+runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's validation curve
+(``curves/<name>.csv``) and its parameters and bytes saved for backward (``<name>-memory.json``). Results already in ``--out`` are kept (delete a file to
 redo it). Then it writes the tables (``bench/study_table.py``) into the README between the
 ``<!-- study-tables -->`` markers, the validation curves (``val_nll.png``) and generative
 perplexity against sampling steps (``gen_ppl_vs_steps.png``).
@@ -33,18 +36,18 @@ from pathlib import Path
 from typing import Sequence
 
 import yaml
+from omegaconf import OmegaConf
 
 from learning_curves import read_curve
 from reversible_memory import counting_saved_bytes
-from study_table import train_times, write_readme
+from study_table import check_readme, train_times, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = "offline protocol, experiment=quick"  # what train_study runs; named in the plots
 
 
-def run_name(run_dir: Path) -> str:
-    """``<model>[-affine][-uniform][-notime][-seed<N>]`` from the run's composed config (seed 0 unnamed)."""
-    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+def config_name(cfg: dict) -> str:
+    """``<model>[-affine][-uniform][-notime][-seed<N>]`` from a composed training config (seed 0 unnamed)."""
     m, d = cfg["model"], cfg["diffusion"]
     name = m["name"]
     if m.get("coupling") == "affine" and name in ("bijective", "hybrid"):
@@ -58,11 +61,36 @@ def run_name(run_dir: Path) -> str:
     return name
 
 
+def run_config(run_dir: Path) -> dict:
+    return yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+
+
+def run_name(run_dir: Path) -> str:
+    """The study's name for a run directory, from the config it was trained with."""
+    return config_name(run_config(run_dir))
+
+
+def trained_steps(run_dir: Path) -> int:
+    """The optimizer step of the run's ``last.ckpt`` (0 if it has none)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return 0
+    import torch
+
+    return int(torch.load(last, map_location="cpu", mmap=True, weights_only=False)["global_step"])
+
+
 def find_runs(roots: list[Path]) -> dict[str, Path]:
+    """``{name: run directory}`` of the finished runs under ``roots``; unfinished ones are reported and left out."""
     runs = {}
-    for best in sorted(b for root in roots for b in root.glob("**/checkpoints/best.ckpt")):
-        run_dir = best.parent.parent
-        name = run_name(run_dir)
+    for config in sorted(c for root in roots for c in root.glob("**/.hydra/config.yaml")):
+        run_dir, cfg = config.parent.parent, yaml.safe_load(config.read_text())
+        if "trainer" not in cfg:
+            continue  # an eval.py output directory, not a training run
+        name, steps, wanted = config_name(cfg), trained_steps(run_dir), int(cfg["trainer"]["max_steps"])
+        if steps < wanted:
+            print(f"study: {run_dir} ({name}) stopped at step {steps} of {wanted}; not used", flush=True)
+            continue
         if name in runs:
             raise SystemExit(f"two runs are both {name!r}: {runs[name]} and {run_dir}; give --runs one study")
         runs[name] = run_dir
@@ -159,32 +187,57 @@ def plot(out: Path) -> None:
     fig.savefig(out / "gen_ppl_vs_steps.png", dpi=120)
 
 
-SWEEPS = {  # sweep directory under --runs -> the multirun's overrides
-    "absorb": ["model=ar,standard,bijective,bijective_affine,hybrid"],
-    "uniform": ["model=standard,bijective", "diffusion=uniform"],
-    "notime": ["model=standard", "model.time_conditioning=false"],
-    "seed1": ["model=standard,bijective,bijective_affine", "seed=1"],  # how far one seed moves a bound
+SWEEPS = {  # sweep -> (the models it trains, the overrides its runs share)
+    "absorb": (["ar", "standard", "bijective", "bijective_affine", "hybrid"], []),
+    "uniform": (["standard", "bijective"], ["diffusion=uniform"]),
+    "notime": (["standard"], ["model.time_conditioning=false"]),
+    "seed1": (["standard", "bijective", "bijective_affine"], ["seed=1"]),  # how far one seed moves a bound
 }
 
 
-def train_study(data_dir: Path, root: Path, overrides: list[str]) -> None:
-    """The study's training multiruns on the offline protocol, each skipped if its directory exists."""
+def planned_runs(overrides: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
+    """``{name: (sweep, model)}`` for every run of the study, named from its composed config."""
+    from hydra import compose, initialize_config_dir
+
+    planned = {}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        for sweep, (models, shared) in SWEEPS.items():
+            for model in models:
+                cfg = compose("train", overrides=["experiment=quick", f"model={model}", *shared, *overrides])
+                planned[config_name(OmegaConf.to_container(cfg))] = (sweep, model)
+    return planned
+
+
+def train_study(data_dir: Path, root: Path, overrides: list[str], only: Sequence[str] = ()) -> None:
+    """Train each study run (of ``only``, if given) that ``root`` lacks finished, one Hydra multirun per sweep.
+
+    A run that stopped early (a killed job) is retrained in a new sweep directory; its old
+    directory is kept, and ``find_runs`` leaves it out.
+    """
+    planned = planned_runs(overrides)
+    unknown = sorted(set(only) - set(planned))
+    if unknown:
+        raise SystemExit(f"unknown study runs {unknown}; choose from {sorted(planned)}")
+    finished = find_runs([root]) if root.exists() else {}
     files = [f"data.files.train={data_dir / 'wiki.valid.tokens'}", f"data.files.validation={data_dir / 'wiki.test.tokens'}",
              f"data.files.test={data_dir / 'wiki.test.tokens'}"]
-    for name, sweep in SWEEPS.items():
-        sweep_dir = (root / name).resolve()
-        if sweep_dir.exists():
-            print(f"study: {sweep_dir} exists, not retraining it", flush=True)
+    for sweep, (_, shared) in SWEEPS.items():
+        todo = [model for name, (s, model) in planned.items() if s == sweep and name not in finished and (not only or name in only)]
+        if not todo:
+            print(f"study: sweep {sweep}: nothing to train", flush=True)
             continue
-        cmd = [sys.executable, "train.py", "-m", "experiment=quick", *sweep, *files, "callbacks.progress.style=plain",
-               f"hydra.sweep.dir={sweep_dir}", *overrides]
+        sweep_dir, n = (root / sweep).resolve(), 1
+        while sweep_dir.exists():
+            sweep_dir, n = (root / f"{sweep}-{n}").resolve(), n + 1
+        cmd = [sys.executable, "train.py", "-m", "experiment=quick", f"model={','.join(todo)}", *shared, *files,
+               "callbacks.progress.style=plain", f"hydra.sweep.dir={sweep_dir}", *overrides]
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def evaluate_runs(runs: dict[str, Path], args: argparse.Namespace) -> None:
+def evaluate_runs(runs: dict[str, Path], judge_dir: Path, args: argparse.Namespace) -> None:
     """Every evaluation of every run that ``args.out`` lacks, the runs' curves and training times."""
-    judge = f"judge_ckpt={runs['ar'] / 'checkpoints' / 'best.ckpt'}"
+    judge = f"judge_ckpt={judge_dir / 'checkpoints' / 'best.ckpt'}"
     sample = ["mode=sample", f"sample.num_samples={args.num_samples}", judge]
     device = f"device={args.device}"
     known = train_times(args.out)
@@ -199,6 +252,9 @@ def evaluate_runs(runs: dict[str, Path], args: argparse.Namespace) -> None:
             evaluate(run_dir, args.out / f"{name}-{result}.json", device, *overrides, extra=args.eval_set)
 
 
+AR_TEMPERATURES = (1.25, 1.5, 1.75)
+
+
 def evaluations(name: str, sample: list[str], steps: list[int]) -> list[tuple[str, list[str]]]:
     """``(result, eval.py overrides)`` for each evaluation of run ``name``; ``<name>-<result>.json`` holds it."""
     if "-seed" in name:  # a repeat run: its bound is what the repeat table reads
@@ -207,8 +263,8 @@ def evaluations(name: str, sample: list[str], steps: list[int]) -> list[tuple[st
     todo = [("ppl", [])]
     if absorbing:
         todo.append(("ppl-first256", ["eval.exact=true", "eval.max_sequences=256"]))
-    if name == "ar":
-        return todo + [("sample", sample)]
+    if name == "ar":  # tempered, to compare sampling speed with diffusion at equal generative perplexity
+        return todo + [("sample", sample)] + [(f"sample-t{t:g}", [*sample, f"sample.temperature={t:g}"]) for t in AR_TEMPERATURES]
     todo += [(f"sample-analytic{k}", [*sample, "sample.sampler=analytic", f"sample.steps={k}"]) for k in steps]
     if absorbing:
         todo.append(("sample-ordered", [*sample, "sample.sampler=ordered"]))
@@ -225,21 +281,27 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train", type=Path, metavar="DATA_DIR", help="first train the study into --runs (its first directory)")
+    parser.add_argument("--only", nargs="+", default=[], metavar="RUN",
+                        help="train and evaluate only these runs (names as in the tables: ar, bijective-affine, standard-seed1...)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every training run")
     parser.add_argument("--eval-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for every eval.py run, over the study's own (e.g. eval.max_sequences=16 for a smoke test)")
     args = parser.parse_args()
 
+    check_readme(args.readme)  # before hours of training, not after
     if args.train:
         if not args.runs:
             raise SystemExit("--train needs --runs DIR: the directory the study's runs go to")
-        train_study(args.train.resolve(), args.runs[0], args.set)
+        train_study(args.train.resolve(), args.runs[0], args.set, args.only)
     runs = find_runs(args.runs)
     if args.runs and "ar" not in runs:
-        raise SystemExit(f"no ar run under {[str(r) for r in args.runs]}: the study needs it as the judge of samples")
+        raise SystemExit(f"no finished ar run under {[str(r) for r in args.runs]}: the study needs it as the judge of samples")
+    missing = sorted(set(args.only) - set(runs))
+    if missing:
+        raise SystemExit(f"no finished run {missing} under {[str(r) for r in args.runs]} (finished: {sorted(runs)})")
     args.out.mkdir(parents=True, exist_ok=True)
     if runs:
-        evaluate_runs(runs, args)
+        evaluate_runs({k: v for k, v in runs.items() if not args.only or k in args.only}, runs["ar"], args)
     plot(args.out)
     write_readme(args.readme, args.out)
     print(f"study: {len(runs)} runs; metrics and plots in {args.out}; tables written to {args.readme}")

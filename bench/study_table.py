@@ -7,7 +7,7 @@ Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 (samples judged by the AR model), ``<run>-seed<N>-ppl.json`` and ``<dir>/<run>-ppl.json`` (repeat
 runs of a row's configuration), ``<run>-memory.json`` (parameters, bytes saved for backward by one
 training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N``, as
-``run_all.sh`` writes them), and prints the Markdown tables, or with ``--readme`` writes
+``bench/study.py`` writes them), and prints the Markdown tables, or with ``--readme`` writes
 them between the README's ``<!-- study-tables -->`` markers. Missing files leave rows out.
 """
 from __future__ import annotations
@@ -137,12 +137,19 @@ def tables(directory: Path) -> str:
     return "\n\n".join("\n".join(t) for t in parts if t)
 
 
-def write_readme(readme: Path, directory: Path) -> None:
-    """Replace what stands between the README's study-table markers."""
+def check_readme(readme: Path) -> str:
+    """The README's text, if it has the study-table markers to write between; else a clear exit."""
+    if not readme.is_file():
+        raise SystemExit(f"no README {readme} to write the tables into: pass --readme FILE, a file with {BEGIN} and {END} lines")
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{readme} has no {BEGIN} … {END} markers to write the tables between")
-    head, rest = text.split(BEGIN, 1)
+    return text
+
+
+def write_readme(readme: Path, directory: Path) -> None:
+    """Replace what stands between the README's study-table markers."""
+    head, rest = check_readme(readme).split(BEGIN, 1)
     readme.write_text(f"{head}{BEGIN}\n{tables(directory)}\n{END}{rest.split(END, 1)[1]}")
 
 

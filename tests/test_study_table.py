@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from study import run_name  # noqa: E402
+import study  # noqa: E402
+from study import find_runs, planned_runs, run_name, train_study  # noqa: E402
 from study_table import BEGIN, END, write_readme  # noqa: E402
 
 UNIGRAM = {"unigram_nll_per_token": 6.6, "unigram_ppl_per_token": 735.1, "unigram_ppl_per_word": 6445.6}
@@ -82,3 +84,59 @@ def test_a_readme_without_markers_is_refused_and_left_alone(tmp_path: Path) -> N
     with pytest.raises(SystemExit, match="markers"):
         write_readme(readme, tmp_path)
     assert readme.read_text() == "# no markers\n"
+
+
+def test_the_study_refuses_a_missing_readme_before_it_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["study.py", "--train", str(tmp_path), "--runs", str(tmp_path / "runs"),
+                                      "--readme", str(tmp_path / "README.md")])
+    with pytest.raises(SystemExit, match="no README .* pass --readme FILE"):
+        study.main()
+    assert not (tmp_path / "runs").exists()
+
+
+def _fake_run(run_dir: Path, model: str, steps: int, seed: int = 0) -> Path:
+    """A run directory as train.py leaves it: composed config and a ``last.ckpt`` at ``steps``."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    config = {"model": {"name": model}, "diffusion": {"graph": "absorb"}, "seed": seed, "trainer": {"max_steps": 4}}
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "checkpoints").mkdir()
+    torch.save({"global_step": steps}, run_dir / "checkpoints" / "last.ckpt")
+    return run_dir
+
+
+def test_every_planned_study_run_has_its_own_name() -> None:
+    planned = planned_runs()
+    assert len(planned) == sum(len(models) for models, _ in study.SWEEPS.values())
+    assert {"ar", "bijective-affine", "hybrid", "standard-uniform", "standard-notime", "bijective-affine-seed1"} <= set(planned)
+
+
+def test_find_runs_leaves_out_unfinished_runs_and_eval_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _fake_run(tmp_path / "absorb" / "0", "ar", steps=4)
+    _fake_run(tmp_path / "absorb" / "1", "standard", steps=2)
+    (tmp_path / "eval" / ".hydra").mkdir(parents=True)
+    (tmp_path / "eval" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"mode": "ppl"}))
+
+    assert find_runs([tmp_path]) == {"ar": tmp_path / "absorb" / "0"}
+    assert "stopped at step 2 of 4" in capsys.readouterr().out
+
+
+def test_an_interrupted_study_trains_only_what_has_not_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_run(tmp_path / "absorb" / "0", "ar", steps=4)
+    _fake_run(tmp_path / "absorb" / "1", "standard", steps=2)  # killed mid-run: trained again
+    _fake_run(tmp_path / "seed1" / "0", "standard", steps=4, seed=1)
+    commands = []
+    monkeypatch.setattr(study.subprocess, "run", lambda cmd, **_: commands.append(cmd))
+
+    train_study(tmp_path, tmp_path, [])
+
+    sweeps = {next(a for a in c if a.startswith("hydra.sweep.dir=")).rsplit("/", 1)[1]:
+              next(a for a in c if a.startswith("model=")) for c in commands}
+    assert sweeps == {"absorb-1": "model=standard,bijective,bijective_affine,hybrid",
+                      "uniform": "model=standard,bijective", "notime": "model=standard",
+                      "seed1-1": "model=bijective,bijective_affine"}
+
+    commands.clear()
+    train_study(tmp_path, tmp_path, [], only=["ar", "bijective-seed1"])
+    assert [next(a for a in c if a.startswith("model=")) for c in commands] == ["model=bijective"]
+    with pytest.raises(SystemExit, match="unknown study runs \\['bijective-seed7'\\]"):
+        train_study(tmp_path, tmp_path, [], only=["bijective-seed7"])
