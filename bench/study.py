@@ -10,8 +10,10 @@ multirun per sweep of ``SWEEPS``: ``experiment=quick model=ar,standard,bijective
 (absorbing graph), ``model=standard,bijective diffusion=uniform``,
 ``model=standard model.time_conditioning=false`` and ``model=standard,bijective,bijective_affine seed=1``
 (repeats): equal step budget, parameter counts within 1%. It trains only the runs that have not
-finished (``last.ckpt`` at ``trainer.max_steps``), so an interrupted study goes on where it
-stopped, losing at most the runs in progress; ``--only`` picks runs by name. ``--set`` adds
+finished (``last.ckpt`` at ``trainer.max_steps``), and a run that stopped (a killed session) goes
+on in its own directory from its furthest checkpoint (``last.ckpt``, written at every validation,
+or ``interrupted.ckpt``), so an interrupted study loses at most the steps since that checkpoint;
+``--only`` picks runs by name. ``--set`` adds
 overrides to every training run (e.g. a tiny model for a smoke test).
 
 For each finished run under the ``--runs`` directories (of ``--only``, if given), named from its
@@ -43,6 +45,7 @@ from reversible_memory import counting_saved_bytes
 from study_table import check_readme, train_times, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's bijdiff, as in the train.py and eval.py runs it starts there
 PROTOCOL = "offline protocol, experiment=quick"  # what train_study runs; named in the plots
 
 
@@ -70,36 +73,60 @@ def run_name(run_dir: Path) -> str:
     return config_name(run_config(run_dir))
 
 
-def trained_steps(run_dir: Path) -> int:
-    """The optimizer step of the run's ``last.ckpt`` (0 if it has none)."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint holds (0 for no file)."""
+    if not path.is_file():
         return 0
     import torch
 
-    return int(torch.load(last, map_location="cpu", mmap=True, weights_only=False)["global_step"])
+    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
 
 
-def find_runs(roots: list[Path]) -> dict[str, Path]:
-    """``{name: run directory}`` of the finished runs under ``roots``; unfinished ones are reported and left out."""
-    runs = {}
+def scan_runs(roots: list[Path]) -> tuple[dict[str, Path], dict[str, tuple[int, Path]]]:
+    """The training runs under ``roots``: ``{name: dir}`` of the finished ones (``last.ckpt`` at
+    ``trainer.max_steps``) and ``{name: (step, checkpoint)}`` of the furthest unfinished one of each name."""
+    finished, unfinished = {}, {}
     for config in sorted(c for root in roots for c in root.glob("**/.hydra/config.yaml")):
         run_dir, cfg = config.parent.parent, yaml.safe_load(config.read_text())
         if "trainer" not in cfg:
             continue  # an eval.py output directory, not a training run
-        name, steps, wanted = config_name(cfg), trained_steps(run_dir), int(cfg["trainer"]["max_steps"])
-        if steps < wanted:
-            print(f"study: {run_dir} ({name}) stopped at step {steps} of {wanted}; not used", flush=True)
+        name, wanted = config_name(cfg), int(cfg["trainer"]["max_steps"])
+        ckpts = run_dir / "checkpoints"
+        if checkpoint_step(ckpts / "last.ckpt") >= wanted:
+            if name in finished:
+                raise SystemExit(f"two runs are both {name!r}: {finished[name]} and {run_dir}; give --runs one study")
+            finished[name] = run_dir
             continue
-        if name in runs:
-            raise SystemExit(f"two runs are both {name!r}: {runs[name]} and {run_dir}; give --runs one study")
-        runs[name] = run_dir
-    return runs
+        step, ckpt = max((checkpoint_step(c), c) for c in (ckpts / "last.ckpt", ckpts / "interrupted.ckpt"))
+        print(f"study: {run_dir} ({name}) stopped at step {step} of {wanted}", flush=True)
+        if step and step > unfinished.get(name, (0, None))[0]:
+            unfinished[name] = step, ckpt
+    return finished, {name: u for name, u in unfinished.items() if name not in finished}
+
+
+def find_runs(roots: list[Path]) -> dict[str, Path]:
+    """``{name: run directory}`` of the finished runs under ``roots``."""
+    return scan_runs(roots)[0]
+
+
+def resume(ckpt: Path, data_files: list[str]) -> None:
+    """Finish a stopped run in its own directory from its checkpoint, with the overrides it was started with."""
+    run_dir = ckpt.parent.parent
+    started = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    kept = [o for o in started if not o.startswith(("ckpt_path=", "data.files."))]
+    with open(run_dir / "seconds_before_resume.txt", "a") as f:  # train_seconds adds these up
+        f.write(f"{ckpt.stat().st_mtime - (run_dir / '.hydra' / 'config.yaml').stat().st_mtime:.0f}\n")
+    cmd = [sys.executable, "train.py", *kept, *data_files, f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}"]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
 
 
 def train_seconds(run_dir: Path) -> float:
-    """Wall time of the run: from its composed config to its final ``last.ckpt``."""
-    return (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime - (run_dir / ".hydra" / "config.yaml").stat().st_mtime
+    """Wall time of the run: from its composed config to its final ``last.ckpt``, plus the time to
+    each checkpoint it was resumed from."""
+    earlier = run_dir / "seconds_before_resume.txt"
+    before = sum(float(line) for line in earlier.read_text().split()) if earlier.is_file() else 0.0
+    return before + (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime - (run_dir / ".hydra" / "config.yaml").stat().st_mtime
 
 
 def memory(run_dir: Path, out: Path) -> None:
@@ -209,27 +236,28 @@ def planned_runs(overrides: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
 
 
 def train_study(data_dir: Path, root: Path, overrides: list[str], only: Sequence[str] = ()) -> None:
-    """Train each study run (of ``only``, if given) that ``root`` lacks finished, one Hydra multirun per sweep.
-
-    A run that stopped early (a killed job) is retrained in a new sweep directory; its old
-    directory is kept, and ``find_runs`` leaves it out.
-    """
+    """Train each study run (of ``only``, if given) that ``root`` lacks finished: a stopped run is
+    finished in its own directory from its furthest checkpoint, the others start in one Hydra
+    multirun per sweep."""
     planned = planned_runs(overrides)
     unknown = sorted(set(only) - set(planned))
     if unknown:
         raise SystemExit(f"unknown study runs {unknown}; choose from {sorted(planned)}")
-    finished = find_runs([root]) if root.exists() else {}
+    finished, stopped = scan_runs([root]) if root.exists() else ({}, {})
+    todo = [name for name in planned if name not in finished and (not only or name in only)]
     files = [f"data.files.train={data_dir / 'wiki.valid.tokens'}", f"data.files.validation={data_dir / 'wiki.test.tokens'}",
              f"data.files.test={data_dir / 'wiki.test.tokens'}"]
+    for name in todo:
+        if name in stopped:
+            resume(stopped[name][1], files)
     for sweep, (_, shared) in SWEEPS.items():
-        todo = [model for name, (s, model) in planned.items() if s == sweep and name not in finished and (not only or name in only)]
-        if not todo:
-            print(f"study: sweep {sweep}: nothing to train", flush=True)
+        models = [planned[name][1] for name in todo if planned[name][0] == sweep and name not in stopped]
+        if not models:
             continue
         sweep_dir, n = (root / sweep).resolve(), 1
         while sweep_dir.exists():
             sweep_dir, n = (root / f"{sweep}-{n}").resolve(), n + 1
-        cmd = [sys.executable, "train.py", "-m", "experiment=quick", f"model={','.join(todo)}", *shared, *files,
+        cmd = [sys.executable, "train.py", "-m", "experiment=quick", f"model={','.join(models)}", *shared, *files,
                "callbacks.progress.style=plain", f"hydra.sweep.dir={sweep_dir}", *overrides]
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)

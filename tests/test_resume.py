@@ -1,6 +1,7 @@
 """Exact resume, Ctrl-C checkpoints and non-finite losses."""
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from bijdiff.app.train import train
-from bijdiff.errors import NonFiniteLossError
+from bijdiff.errors import CheckpointError, NonFiniteLossError
 from bijdiff.objectives import DiffusionObjective
 
 from .conftest import ROOT, TINY, tiny_config
@@ -56,6 +57,40 @@ def test_resumed_run_matches_the_uninterrupted_run(wiki_files, tmp_path: Path) -
             expected = float(losses[-1])
         else:
             assert abs(float(losses[-1]) - expected) <= 1e-6
+
+
+def _logged(run: Path) -> list[tuple[str, str, str]]:
+    """``(step, train/loss, val/nll)`` of every metrics.csv row that holds either."""
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        rows = [(r["step"], r.get("train/loss", ""), r.get("val/nll", "")) for r in csv.DictReader(f)]
+    return [r for r in rows if r[1] or r[2]]
+
+
+def test_a_run_resumed_in_its_own_directory_keeps_its_metrics(wiki_files, tmp_path: Path) -> None:
+    # the first run goes on to step 6; resuming from step 4 drops its rows from step 4 on and logs them again
+    common = ["trainer.max_steps=6", "trainer.val_check_interval=2", "callbacks.checkpoint.filename='step{step}'",
+              "callbacks.checkpoint.save_top_k=-1"]
+    cache = tmp_path / "cache"
+    train(tiny_config(wiki_files, tmp_path / "uninterrupted", cache, *common))
+    run = tmp_path / "run"
+    train(tiny_config(wiki_files, run, cache, *common))
+    train(tiny_config(wiki_files, run, cache, *common, f"ckpt_path={run / 'checkpoints' / 'step4.ckpt'}"))
+
+    logged = _logged(run)
+    assert len(set(logged)) == len(logged), "a row was logged twice"
+    assert logged == _logged(tmp_path / "uninterrupted")
+    assert {int(step) for step, _, nll in logged if nll} == {1, 3, 5}  # validations after steps 2, 4, 6
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such checkpoint to resume from"),
+                                              (b"not a checkpoint", "cannot read it as a training checkpoint")])
+def test_a_bad_resume_checkpoint_is_refused_before_training(tiny_train_cfg, tmp_path: Path, content, message) -> None:
+    ckpt = tmp_path / "bad.ckpt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        train(tiny_train_cfg(f"ckpt_path={ckpt}"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_ctrl_c_leaves_a_checkpoint_that_resumes(wiki_files, tmp_path: Path) -> None:

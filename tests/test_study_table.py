@@ -94,13 +94,18 @@ def test_the_study_refuses_a_missing_readme_before_it_trains(tmp_path: Path, mon
     assert not (tmp_path / "runs").exists()
 
 
-def _fake_run(run_dir: Path, model: str, steps: int, seed: int = 0) -> Path:
-    """A run directory as train.py leaves it: composed config and a ``last.ckpt`` at ``steps``."""
+def _fake_run(run_dir: Path, model: str, steps: int, seed: int = 0, interrupted: int | None = None) -> Path:
+    """A run directory as train.py leaves it: composed config, overrides, ``last.ckpt`` at ``steps``
+    and, for a stopped run, ``interrupted.ckpt`` at ``interrupted``."""
     (run_dir / ".hydra").mkdir(parents=True)
     config = {"model": {"name": model}, "diffusion": {"graph": "absorb"}, "seed": seed, "trainer": {"max_steps": 4}}
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+        ["experiment=quick", f"model={model}", "data.files.train=/old/wiki.valid.tokens", "trainer.max_steps=4"]))
     (run_dir / "checkpoints").mkdir()
     torch.save({"global_step": steps}, run_dir / "checkpoints" / "last.ckpt")
+    if interrupted is not None:
+        torch.save({"global_step": interrupted}, run_dir / "checkpoints" / "interrupted.ckpt")
     return run_dir
 
 
@@ -120,23 +125,29 @@ def test_find_runs_leaves_out_unfinished_runs_and_eval_outputs(tmp_path: Path, c
     assert "stopped at step 2 of 4" in capsys.readouterr().out
 
 
-def test_an_interrupted_study_trains_only_what_has_not_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_study_resumes_what_stopped_and_starts_what_is_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_run(tmp_path / "absorb" / "0", "ar", steps=4)
-    _fake_run(tmp_path / "absorb" / "1", "standard", steps=2)  # killed mid-run: trained again
+    stopped = _fake_run(tmp_path / "absorb" / "1", "standard", steps=2, interrupted=3)  # killed at step 3
     _fake_run(tmp_path / "seed1" / "0", "standard", steps=4, seed=1)
     commands = []
-    monkeypatch.setattr(study.subprocess, "run", lambda cmd, **_: commands.append(cmd))
+    monkeypatch.setattr(study.subprocess, "run", lambda cmd, **_: commands.append(cmd[2:]))
 
-    train_study(tmp_path, tmp_path, [])
+    train_study(tmp_path / "data", tmp_path, [])
 
+    assert commands[0] == ["experiment=quick", "model=standard", "trainer.max_steps=4",
+                           f"data.files.train={tmp_path / 'data' / 'wiki.valid.tokens'}",
+                           f"data.files.validation={tmp_path / 'data' / 'wiki.test.tokens'}",
+                           f"data.files.test={tmp_path / 'data' / 'wiki.test.tokens'}",
+                           f"ckpt_path={stopped / 'checkpoints' / 'interrupted.ckpt'}", f"hydra.run.dir={stopped}"]
+    assert (stopped / "seconds_before_resume.txt").is_file()
     sweeps = {next(a for a in c if a.startswith("hydra.sweep.dir=")).rsplit("/", 1)[1]:
-              next(a for a in c if a.startswith("model=")) for c in commands}
-    assert sweeps == {"absorb-1": "model=standard,bijective,bijective_affine,hybrid",
-                      "uniform": "model=standard,bijective", "notime": "model=standard",
-                      "seed1-1": "model=bijective,bijective_affine"}
+              next(a for a in c if a.startswith("model=")) for c in commands[1:]}
+    assert sweeps == {"absorb-1": "model=bijective,bijective_affine,hybrid", "uniform": "model=standard,bijective",
+                      "notime": "model=standard", "seed1-1": "model=bijective,bijective_affine"}
 
     commands.clear()
-    train_study(tmp_path, tmp_path, [], only=["ar", "bijective-seed1"])
+    train_study(tmp_path / "data", tmp_path, [], only=["ar", "bijective-seed1"])
     assert [next(a for a in c if a.startswith("model=")) for c in commands] == ["model=bijective"]
     with pytest.raises(SystemExit, match="unknown study runs \\['bijective-seed7'\\]"):
         train_study(tmp_path, tmp_path, [], only=["bijective-seed7"])

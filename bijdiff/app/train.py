@@ -14,7 +14,9 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import WikiTextDataModule
+from ..errors import CheckpointError
 from ..lit import DiffusionLM
+from ..lit.loggers import ResumableCSVLogger
 from ..models import describe_model
 from .common import log
 
@@ -42,8 +44,24 @@ def build_datamodule(data_cfg: DictConfig | dict, **overrides: Any) -> WikiTextD
     )
 
 
+def resume_step(ckpt_path: str | None) -> int | None:
+    """The global step of the checkpoint training resumes from (None: a fresh start, or Lightning's ``last``)."""
+    if ckpt_path in (None, "", "last"):
+        return None
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint to resume from (give a .ckpt file that "
+                              "train.py wrote, e.g. <run>/checkpoints/last.ckpt, or ckpt_path=null to start fresh)")
+    try:
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
+    except Exception as err:
+        raise CheckpointError(f"ckpt_path={ckpt_path}: cannot read it as a training checkpoint: "
+                              f"{type(err).__name__}: {err}") from err
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a denoiser as configured; return the best validation NLL and where outputs went."""
+    resume_at = resume_step(cfg.get("ckpt_path"))  # a bad ckpt_path fails here, before any work
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -63,6 +81,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(lg) for lg in cfg.logger.values()] if cfg.get("logger") else False
+    for lg in loggers or []:
+        if isinstance(lg, ResumableCSVLogger):
+            lg.resume_step = resume_at
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in trainer.loggers:
         lg.log_hyperparams(plain)
