@@ -11,8 +11,8 @@ multirun per sweep of ``SWEEPS``: ``experiment=quick model=ar,standard,bijective
 ``model=standard model.time_conditioning=false`` and ``model=standard,bijective,bijective_affine seed=1``
 (repeats): equal step budget, parameter counts within 1%. It trains only the runs that have not
 finished (``last.ckpt`` at ``trainer.max_steps``), and a run that stopped (a killed session) goes
-on in its own directory from its furthest checkpoint (``last.ckpt``, written at every validation,
-or ``interrupted.ckpt``), so an interrupted study loses at most the steps since that checkpoint;
+on in its own directory from its ``last.ckpt`` (written at every validation), so an interrupted
+study loses at most the steps since the last validation;
 ``--only`` picks runs by name. ``--set`` adds
 overrides to every training run (e.g. a tiny model for a smoke test).
 
@@ -84,7 +84,10 @@ def checkpoint_step(path: Path) -> int:
 
 def scan_runs(roots: list[Path]) -> tuple[dict[str, Path], dict[str, tuple[int, Path]]]:
     """The training runs under ``roots``: ``{name: dir}`` of the finished ones (``last.ckpt`` at
-    ``trainer.max_steps``) and ``{name: (step, checkpoint)}`` of the furthest unfinished one of each name."""
+    ``trainer.max_steps``) and ``{name: (step, last.ckpt)}`` of the furthest unfinished one of each name.
+
+    An unfinished run resumes from ``last.ckpt`` (written at the end of every validation), not from
+    an ``interrupted.ckpt`` that may have been written mid-step or mid-validation."""
     finished, unfinished = {}, {}
     for config in sorted(c for root in roots for c in root.glob("**/.hydra/config.yaml")):
         run_dir, cfg = config.parent.parent, yaml.safe_load(config.read_text())
@@ -97,7 +100,7 @@ def scan_runs(roots: list[Path]) -> tuple[dict[str, Path], dict[str, tuple[int, 
                 raise SystemExit(f"two runs are both {name!r}: {finished[name]} and {run_dir}; give --runs one study")
             finished[name] = run_dir
             continue
-        step, ckpt = max((checkpoint_step(c), c) for c in (ckpts / "last.ckpt", ckpts / "interrupted.ckpt"))
+        step, ckpt = checkpoint_step(ckpts / "last.ckpt"), ckpts / "last.ckpt"
         print(f"study: {run_dir} ({name}) stopped at step {step} of {wanted}", flush=True)
         if step and step > unfinished.get(name, (0, None))[0]:
             unfinished[name] = step, ckpt
@@ -114,19 +117,24 @@ def resume(ckpt: Path, data_files: list[str]) -> None:
     run_dir = ckpt.parent.parent
     started = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
     kept = [o for o in started if not o.startswith(("ckpt_path=", "data.files."))]
-    with open(run_dir / "seconds_before_resume.txt", "a") as f:  # train_seconds adds these up
-        f.write(f"{ckpt.stat().st_mtime - (run_dir / '.hydra' / 'config.yaml').stat().st_mtime:.0f}\n")
+    with open(run_dir / "resumed.txt", "a") as f:  # the segment before this resume, for train_seconds
+        f.write(f"{(run_dir / '.hydra' / 'config.yaml').stat().st_mtime} {ckpt.stat().st_mtime}\n")
     cmd = [sys.executable, "train.py", *kept, *data_files, f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}"]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
 def train_seconds(run_dir: Path) -> float:
-    """Wall time of the run: from its composed config to its final ``last.ckpt``, plus the time to
-    each checkpoint it was resumed from."""
-    earlier = run_dir / "seconds_before_resume.txt"
-    before = sum(float(line) for line in earlier.read_text().split()) if earlier.is_file() else 0.0
-    return before + (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime - (run_dir / ".hydra" / "config.yaml").stat().st_mtime
+    """Wall time of the run: from its composed config to its final ``last.ckpt``, plus each segment
+    before a resume (``resumed.txt``: config and checkpoint times; a resume that failed and was
+    retried repeats a config time, and one that failed after rewriting the config is negative)."""
+    config, last = (run_dir / ".hydra" / "config.yaml").stat().st_mtime, (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime
+    segments: dict[float, float] = {config: last}
+    record = run_dir / "resumed.txt"
+    for line in record.read_text().splitlines() if record.is_file() else []:
+        start, end = map(float, line.split())
+        segments[start] = max(segments.get(start, start), end)
+    return sum(max(0.0, end - start) for start, end in segments.items())
 
 
 def memory(run_dir: Path, out: Path) -> None:
@@ -235,15 +243,16 @@ def planned_runs(overrides: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
     return planned
 
 
-def train_study(data_dir: Path, root: Path, overrides: list[str], only: Sequence[str] = ()) -> None:
-    """Train each study run (of ``only``, if given) that ``root`` lacks finished: a stopped run is
-    finished in its own directory from its furthest checkpoint, the others start in one Hydra
-    multirun per sweep."""
+def train_study(data_dir: Path, roots: list[Path], overrides: list[str], only: Sequence[str] = ()) -> None:
+    """Train each study run (of ``only``, if given) that ``roots`` lack finished: a stopped run is
+    finished in its own directory from its ``last.ckpt``, the others start in ``roots[0]``, one
+    Hydra multirun per sweep."""
     planned = planned_runs(overrides)
     unknown = sorted(set(only) - set(planned))
     if unknown:
         raise SystemExit(f"unknown study runs {unknown}; choose from {sorted(planned)}")
-    finished, stopped = scan_runs([root]) if root.exists() else ({}, {})
+    finished, stopped = scan_runs(roots)
+    root = roots[0]
     todo = [name for name in planned if name not in finished and (not only or name in only)]
     files = [f"data.files.train={data_dir / 'wiki.valid.tokens'}", f"data.files.validation={data_dir / 'wiki.test.tokens'}",
              f"data.files.test={data_dir / 'wiki.test.tokens'}"]
@@ -263,10 +272,15 @@ def train_study(data_dir: Path, root: Path, overrides: list[str], only: Sequence
         subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def evaluate_runs(runs: dict[str, Path], judge_dir: Path, args: argparse.Namespace) -> None:
+def evaluate_runs(runs: dict[str, Path], judge_dir: Path | None, args: argparse.Namespace) -> None:
     """Every evaluation of every run that ``args.out`` lacks, the runs' curves and training times."""
-    judge = f"judge_ckpt={judge_dir / 'checkpoints' / 'best.ckpt'}"
+    judge = f"judge_ckpt={judge_dir / 'checkpoints' / 'best.ckpt'}" if judge_dir else None
     sample = ["mode=sample", f"sample.num_samples={args.num_samples}", judge]
+    needs_judge = sorted(name for name in runs for result, _ in evaluations(name, sample, args.steps)
+                         if "sample" in result and not (args.out / f"{name}-{result}.json").is_file())
+    if needs_judge and judge is None:
+        raise SystemExit(f"no finished ar run under {[str(r) for r in args.runs]} to judge the samples of {needs_judge}: "
+                         "train it too (--only ar ...)")
     device = f"device={args.device}"
     known = train_times(args.out)
     with open(args.out / "train_times.txt", "a") as times:
@@ -315,21 +329,20 @@ def main() -> None:
     parser.add_argument("--eval-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for every eval.py run, over the study's own (e.g. eval.max_sequences=16 for a smoke test)")
     args = parser.parse_args()
+    args.runs = [r.resolve() for r in args.runs]  # train.py runs with the checkout as its directory
 
     check_readme(args.readme)  # before hours of training, not after
     if args.train:
         if not args.runs:
             raise SystemExit("--train needs --runs DIR: the directory the study's runs go to")
-        train_study(args.train.resolve(), args.runs[0], args.set, args.only)
+        train_study(args.train.resolve(), args.runs, args.set, args.only)
     runs = find_runs(args.runs)
-    if args.runs and "ar" not in runs:
-        raise SystemExit(f"no finished ar run under {[str(r) for r in args.runs]}: the study needs it as the judge of samples")
     missing = sorted(set(args.only) - set(runs))
     if missing:
         raise SystemExit(f"no finished run {missing} under {[str(r) for r in args.runs]} (finished: {sorted(runs)})")
     args.out.mkdir(parents=True, exist_ok=True)
     if runs:
-        evaluate_runs({k: v for k, v in runs.items() if not args.only or k in args.only}, runs["ar"], args)
+        evaluate_runs({k: v for k, v in runs.items() if not args.only or k in args.only}, runs.get("ar"), args)
     plot(args.out)
     write_readme(args.readme, args.out)
     print(f"study: {len(runs)} runs; metrics and plots in {args.out}; tables written to {args.readme}")

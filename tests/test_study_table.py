@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -128,26 +129,39 @@ def test_find_runs_leaves_out_unfinished_runs_and_eval_outputs(tmp_path: Path, c
 def test_an_interrupted_study_resumes_what_stopped_and_starts_what_is_missing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_run(tmp_path / "absorb" / "0", "ar", steps=4)
-    stopped = _fake_run(tmp_path / "absorb" / "1", "standard", steps=2, interrupted=3)  # killed at step 3
+    # killed at step 3: it goes on from last.ckpt, written at the end of a validation, not from a
+    # mid-step interrupted.ckpt
+    stopped = _fake_run(tmp_path / "absorb" / "1", "standard", steps=2, interrupted=3)
     _fake_run(tmp_path / "seed1" / "0", "standard", steps=4, seed=1)
     commands = []
     monkeypatch.setattr(study.subprocess, "run", lambda cmd, **_: commands.append(cmd[2:]))
 
-    train_study(tmp_path / "data", tmp_path, [])
+    train_study(tmp_path / "data", [tmp_path], [])
 
     assert commands[0] == ["experiment=quick", "model=standard", "trainer.max_steps=4",
                            f"data.files.train={tmp_path / 'data' / 'wiki.valid.tokens'}",
                            f"data.files.validation={tmp_path / 'data' / 'wiki.test.tokens'}",
                            f"data.files.test={tmp_path / 'data' / 'wiki.test.tokens'}",
-                           f"ckpt_path={stopped / 'checkpoints' / 'interrupted.ckpt'}", f"hydra.run.dir={stopped}"]
-    assert (stopped / "seconds_before_resume.txt").is_file()
+                           f"ckpt_path={stopped / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={stopped}"]
+    assert (stopped / "resumed.txt").is_file()
     sweeps = {next(a for a in c if a.startswith("hydra.sweep.dir=")).rsplit("/", 1)[1]:
               next(a for a in c if a.startswith("model=")) for c in commands[1:]}
     assert sweeps == {"absorb-1": "model=bijective,bijective_affine,hybrid", "uniform": "model=standard,bijective",
                       "notime": "model=standard", "seed1-1": "model=bijective,bijective_affine"}
 
     commands.clear()
-    train_study(tmp_path / "data", tmp_path, [], only=["ar", "bijective-seed1"])
+    train_study(tmp_path / "data", [tmp_path], [], only=["ar", "bijective-seed1"])
     assert [next(a for a in c if a.startswith("model=")) for c in commands] == ["model=bijective"]
     with pytest.raises(SystemExit, match="unknown study runs \\['bijective-seed7'\\]"):
-        train_study(tmp_path, tmp_path, [], only=["bijective-seed7"])
+        train_study(tmp_path, [tmp_path], [], only=["bijective-seed7"])
+
+
+def test_a_resumed_run_counts_the_time_before_each_resume_once(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run", "standard", steps=4)
+    config, last = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
+    os.utime(config, (1000, 1000))
+    os.utime(last, (1600, 1600))  # the final segment: 600 s
+    # started at 0, checkpoint at 300: a resume that failed before rewriting the config, its retry,
+    # and one that failed after rewriting it (its checkpoint is older than its config)
+    (run / "resumed.txt").write_text("0 300\n0 300\n900 300\n")
+    assert study.train_seconds(run) == 900

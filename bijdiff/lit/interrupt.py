@@ -20,9 +20,36 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
     finishes normally.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._writing = False
+
     def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.global_step == 0:  # stopped before the first step (a setup or data error): nothing to resume
             return
-        super().on_exception(trainer, *args, **kwargs)
+        for logger in trainer.loggers:  # rows still buffered (the CSV logger writes once per step) reach the file
+            logger.save()
+        self._writing = True
+        try:
+            super().on_exception(trainer, *args, **kwargs)
+        finally:
+            self._writing = False
         if trainer.is_global_zero:
             log.warning("training stopped at step %d; to resume: ckpt_path=%s", trainer.global_step, self.ckpt_path)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Keep the logging step right across a resume from wherever the run was interrupted.
+
+        On restart Lightning adds one to the loop's count of stepped batches (the x axis of every
+        logger) unless the checkpoint was written at the end of a batch's hooks. That is right for
+        checkpoints written after a step but before the count moved on, and one off for a run cut
+        inside a step (after the count moved on, or after the optimizer step but before the batch
+        counted as processed). So store the count that, after Lightning's restart, equals the
+        optimizer steps taken.
+        """
+        if not self._writing or trainer.accumulate_grad_batches != 1:
+            return
+        loop = checkpoint["loops"]["fit_loop"]
+        p = loop["epoch_loop.batch_progress"]["total"]
+        at_batch_end = p["started"] == p["ready"] and p["processed"] == p["started"] and p["completed"] == p["processed"]
+        loop["epoch_loop.state_dict"]["_batches_that_stepped"] = checkpoint["global_step"] - (0 if at_batch_end else 1)
