@@ -21,7 +21,8 @@ config (``bijective``, ``bijective-affine``, ``standard-uniform``...), it runs `
 the test perplexity (``<name>-ppl.json``), the exact likelihood of the first 256 test blocks
 (``<name>-ppl-first256.json``, absorbing and AR), and samples judged by the study's ``ar`` run
 (``<name>-sample-analytic<steps>.json`` for each ``--steps``, ``<name>-sample-ordered.json``;
-``ar-sample-t<T>.json`` for the AR model tempered to diffusion's generative perplexity; repeat
+``ar-sample-t<T>.json`` for the AR model tempered to diffusion's generative perplexity,
+``<name>-invert.json`` for the bijective trunks' inverse exactness; repeat
 runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's validation curve
 (``curves/<name>.csv``) and its parameters and bytes saved for backward (``<name>-memory.json``). Results already in ``--out`` are kept (delete a file to
 redo it). Then it writes the tables (``bench/study_table.py``) into the README between the
@@ -310,6 +311,8 @@ def evaluations(name: str, sample: list[str], steps: list[int]) -> list[tuple[st
     todo += [(f"sample-analytic{k}", [*sample, "sample.sampler=analytic", f"sample.steps={k}"]) for k in steps]
     if absorbing:
         todo.append(("sample-ordered", [*sample, "sample.sampler=ordered"]))
+    if name.startswith("bijective"):  # what the bijective trunk buys: an inverse exact to rounding
+        todo.append(("invert", ["mode=invert"]))
     return todo
 
 

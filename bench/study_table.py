@@ -4,7 +4,8 @@
 
 Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 ``<run>-ppl-first256.json`` (exact likelihood on the first 256 blocks), ``<run>-sample-*.json``
-(samples judged by the AR model), ``<run>-seed<N>-ppl.json`` and ``<dir>/<run>-ppl.json`` (repeat
+(samples judged by the AR model), ``<run>-invert.json`` (inverse exactness of a bijective trunk),
+``<run>-seed<N>-ppl.json`` and ``<dir>/<run>-ppl.json`` (repeat
 runs of a row's configuration), ``<run>-memory.json`` (parameters, bytes saved for backward by one
 training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N``, as
 ``bench/study.py`` writes them), and prints the Markdown tables, or with ``--readme`` writes
@@ -131,9 +132,23 @@ def repeat_table(directory: Path) -> list[str]:
     return rows if len(rows) > 2 else []
 
 
+def invert_table(directory: Path) -> list[str]:
+    """``eval.py mode=invert`` on the trained bijective trunks: how exact their inverse and log-det are."""
+    rows = ["| model | relative reconstruction error fp32 / fp64 | log-det (mean) | "
+            "log-det sum error fp32 / fp64 | tokens recovered fp32 / fp64 |", "| --- | --- | --- | --- | --- |"]
+    for run in RUNS:
+        m = _load(directory / f"{run}-invert.json")
+        if m is not None:
+            rows.append(f"| `{run}` | {m['rel_error_fp32']:.1e} / {m['rel_error_fp64']:.1e} | {m['logdet_mean_fp64']:,.1f} | "
+                        f"{m['logdet_sum_error_fp32']:.1e} / {m['logdet_sum_error_fp64']:.1e} | "
+                        f"{m['token_round_trip_fp32']:.4f} / {m['token_round_trip_fp64']:.4f} |")
+    return rows if len(rows) > 2 else []
+
+
 def tables(directory: Path) -> str:
     """The tables as Markdown, separated by blank lines."""
-    parts = (likelihood_table(directory), exact_table(directory), sample_table(directory), repeat_table(directory))
+    parts = (likelihood_table(directory), exact_table(directory), sample_table(directory), invert_table(directory),
+             repeat_table(directory))
     return "\n\n".join("\n".join(t) for t in parts if t)
 
 

@@ -46,6 +46,10 @@ def test_tables_are_written_between_the_markers_only(tmp_path: Path) -> None:
     _write(tmp_path / "bijective-sample-analytic64.json", {
         "model": "bijective", "sampler": "analytic", "steps": 64, "network_calls_per_sample": 40.7,
         "gen_ppl": 1697.9, "entropy": 3.76, "distinct_4": 0.97, "tokens_per_s": 154.9})
+    _write(tmp_path / "bijective-affine-invert.json", {
+        "rel_error_fp32": 5.73e-05, "rel_error_fp64": 1.77e-13, "logdet_mean_fp64": 5186.37,
+        "logdet_sum_error_fp32": 0.00146, "logdet_sum_error_fp64": 4.5e-12,
+        "token_round_trip_fp32": 1.0, "token_round_trip_fp64": 1.0})
     _write(tmp_path / "bijective-seed1-ppl.json", {"nll_per_token": 6.0412, "nll_bound_stderr": 0.0191})
     (tmp_path / "earlier").mkdir()
     _write(tmp_path / "earlier" / "bijective-ppl.json", {"nll_per_token": 6.1, "nll_bound_stderr": 0.02})
@@ -63,6 +67,7 @@ def test_tables_are_written_between_the_markers_only(tmp_path: Path) -> None:
     assert ("| `bijective` SEDD, absorbing, additive, memory-efficient (bound) | 8.26 M | 274 MiB | 19 m 45 s | "
             "≤ 5.979 ± 0.019 | ≤ 394.9 | ≤ 2,818.1 |") in text
     assert "| `bijective`, analytic, 64 steps | 40.7 | 1,697.9 | 3.76 | 0.97 | 154.9 |" in text
+    assert "| `bijective-affine` | 5.7e-05 / 1.8e-13 | 5,186.4 | 1.5e-03 / 4.5e-12 | 1.0000 / 1.0000 |" in text
     assert ("| `bijective` | the Results row (seed 0) | ≤ 5.979 ± 0.019 |\n| `bijective` | seed 1 | ≤ 6.041 ± 0.019 |\n"
             "| `bijective` | `earlier/` | ≤ 6.100 ± 0.020 |") in text
     assert "standard" not in text.split(BEGIN)[1]  # no files, no row; a failed run's time is not read
