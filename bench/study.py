@@ -20,7 +20,8 @@ For each finished run under the ``--runs`` directories (of ``--only``, if given)
 config (``bijective``, ``bijective-affine``, ``standard-uniform``...), it runs ``eval.py`` for
 the test perplexity (``<name>-ppl.json``), the exact likelihood of the first 256 test blocks
 (``<name>-ppl-first256.json``, absorbing and AR), and samples judged by the study's ``ar`` run
-(``<name>-sample-analytic<steps>.json`` for each ``--steps``, ``<name>-sample-ordered.json``;
+(``<name>-sample-analytic<steps>.json`` for each ``--steps``, or ``--uniform-steps`` on the uniform
+graph, ``<name>-sample-ordered.json``;
 ``ar-sample-t<T>.json`` for the AR model tempered to diffusion's generative perplexity,
 ``<name>-invert.json`` for the bijective trunks' inverse exactness; repeat
 runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's validation curve
@@ -277,7 +278,7 @@ def evaluate_runs(runs: dict[str, Path], judge_dir: Path | None, args: argparse.
     """Every evaluation of every run that ``args.out`` lacks, the runs' curves and training times."""
     judge = f"judge_ckpt={judge_dir / 'checkpoints' / 'best.ckpt'}" if judge_dir else None
     sample = ["mode=sample", f"sample.num_samples={args.num_samples}", judge]
-    needs_judge = sorted(name for name in runs for result, _ in evaluations(name, sample, args.steps)
+    needs_judge = sorted(name for name in runs for result, _ in evaluations(name, sample, args.steps, args.uniform_steps)
                          if "sample" in result and not (args.out / f"{name}-{result}.json").is_file())
     if needs_judge and judge is None:
         raise SystemExit(f"no finished ar run under {[str(r) for r in args.runs]} to judge the samples of {needs_judge}: "
@@ -291,14 +292,15 @@ def evaluate_runs(runs: dict[str, Path], judge_dir: Path | None, args: argparse.
     for name, run_dir in runs.items():
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         memory(run_dir, args.out / f"{name}-memory.json")
-        for result, overrides in evaluations(name, sample, args.steps):
+        for result, overrides in evaluations(name, sample, args.steps, args.uniform_steps):
             evaluate(run_dir, args.out / f"{name}-{result}.json", device, *overrides, extra=args.eval_set)
 
 
 AR_TEMPERATURES = (1.25, 1.5, 1.75)
 
 
-def evaluations(name: str, sample: list[str], steps: list[int]) -> list[tuple[str, list[str]]]:
+def evaluations(name: str, sample: list[str], steps: Sequence[int], uniform_steps: Sequence[int] = (64,)
+                ) -> list[tuple[str, list[str]]]:
     """``(result, eval.py overrides)`` for each evaluation of run ``name``; ``<name>-<result>.json`` holds it."""
     if "-seed" in name:  # a repeat run: its bound is what the repeat table reads
         return [("ppl", [])]
@@ -308,7 +310,8 @@ def evaluations(name: str, sample: list[str], steps: list[int]) -> list[tuple[st
         todo.append(("ppl-first256", ["eval.exact=true", "eval.max_sequences=256"]))
     if name == "ar":  # tempered, to compare sampling speed with diffusion at equal generative perplexity
         return todo + [("sample", sample)] + [(f"sample-t{t:g}", [*sample, f"sample.temperature={t:g}"]) for t in AR_TEMPERATURES]
-    todo += [(f"sample-analytic{k}", [*sample, "sample.sampler=analytic", f"sample.steps={k}"]) for k in steps]
+    todo += [(f"sample-analytic{k}", [*sample, "sample.sampler=analytic", f"sample.steps={k}"])
+             for k in (steps if absorbing else uniform_steps)]
     if absorbing:
         todo.append(("sample-ordered", [*sample, "sample.sampler=ordered"]))
     if name.startswith("bijective"):  # what the bijective trunk buys: an inverse exact to rounding
@@ -322,7 +325,10 @@ def main() -> None:
                         help="directories holding the study's run directories (none: only redraw plots and tables from --out)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps")
+    parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps (absorbing graph)")
+    parser.add_argument("--uniform-steps", type=int, nargs="+", default=[64],
+                        help="analytic sampler steps for the uniform graph, where every step runs the network "
+                             "(64 steps took 3.5-12 min per run on a 2-core CPU, so 256 would take about 4 times that)")
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train", type=Path, metavar="DATA_DIR", help="first train the study into --runs (its first directory)")

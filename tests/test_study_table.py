@@ -12,7 +12,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import study  # noqa: E402
-from study import find_runs, planned_runs, run_name, train_study  # noqa: E402
+from study import evaluations, find_runs, planned_runs, run_name, train_study  # noqa: E402
 from study_table import BEGIN, END, write_readme  # noqa: E402
 
 UNIGRAM = {"unigram_nll_per_token": 6.6, "unigram_ppl_per_token": 735.1, "unigram_ppl_per_word": 6445.6}
@@ -170,3 +170,15 @@ def test_a_resumed_run_counts_the_time_before_each_resume_once(tmp_path: Path) -
     # and one that failed after rewriting it (its checkpoint is older than its config)
     (run / "resumed.txt").write_text("0 300\n0 300\n900 300\n")
     assert study.train_seconds(run) == 900
+
+
+def test_each_run_gets_the_evaluations_its_graph_and_trunk_allow() -> None:
+    def results(name: str) -> list[str]:
+        return [result for result, _ in evaluations(name, ["mode=sample"], [16, 64], uniform_steps=[8])]
+
+    assert results("ar") == ["ppl", "ppl-first256", "sample", "sample-t1.25", "sample-t1.5", "sample-t1.75"]
+    assert results("standard") == ["ppl", "ppl-first256", "sample-analytic16", "sample-analytic64", "sample-ordered"]
+    assert results("bijective-affine")[-1] == "invert"  # exact inverse: measured on the trained trunk
+    assert results("bijective-uniform") == ["ppl", "sample-analytic8", "invert"]  # no exact likelihood, fewer steps
+    assert results("hybrid") == results("standard")  # not invertible as a whole
+    assert results("bijective-seed1") == ["ppl"]
