@@ -8,12 +8,15 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from bijdiff.app.train import train
 from bijdiff.errors import CheckpointError, NonFiniteLossError
+from bijdiff.lit import progress
+from bijdiff.lit.progress import PlainProgress
 from bijdiff.objectives import DiffusionObjective
 
 from .conftest import ROOT, TINY, tiny_config
@@ -194,3 +197,15 @@ def test_no_interrupt_checkpoint_before_the_first_step(wiki_files, tmp_path: Pat
     with pytest.raises(RuntimeError, match="bad batch"):
         train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache"))
     assert not (tmp_path / "run" / "checkpoints" / "interrupted.ckpt").exists()
+
+
+def test_a_resumed_run_estimates_its_remaining_time_from_its_own_steps(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    bar = PlainProgress(every=50)
+    trainer = SimpleNamespace(global_step=400, max_steps=500, global_rank=0, callback_metrics={})
+    clock = iter([1000.0, 1100.0])  # 100 s for the 50 steps since the resume at step 400
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    bar.on_train_start(trainer, None)
+    trainer.global_step = 450
+    bar.on_train_batch_end(trainer, None, None, None, 0)
+    assert capsys.readouterr().out.strip() == "step 450/500 elapsed 0:01:40 eta 0:01:40"

@@ -18,6 +18,7 @@ class PlainProgress(ProgressBar):
         self.every = max(1, every)
         self._enabled = True
         self._start: float | None = None
+        self._start_step = 0
 
     def disable(self) -> None:
         self._enabled = False
@@ -27,6 +28,7 @@ class PlainProgress(ProgressBar):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._start_step = trainer.global_step  # a resumed run's rate counts its own steps only
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
@@ -35,7 +37,8 @@ class PlainProgress(ProgressBar):
         m = trainer.callback_metrics
         elapsed = time.perf_counter() - (self._start or time.perf_counter())
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-        eta = f" eta {_clock(elapsed / step * (total - step))}" if total and step else ""
+        done = step - self._start_step
+        eta = f" eta {_clock(elapsed / done * (total - step))}" if total and done > 0 else ""
         loss = f" loss {float(m['train/loss']):.4f}" if "train/loss" in m else ""
         speed = f" {float(m['train/tokens_per_s']):,.0f} tok/s" if "train/tokens_per_s" in m else ""
         of = f"/{total}" if total else ""
