@@ -67,6 +67,7 @@ def config_name(cfg: dict) -> str:
 
 
 def run_config(run_dir: Path) -> dict:
+    """The composed config a run was trained (or evaluated) with."""
     return yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
 
 
@@ -75,38 +76,36 @@ def run_name(run_dir: Path) -> str:
     return config_name(run_config(run_dir))
 
 
-def checkpoint_step(path: Path) -> int:
-    """The optimizer step a checkpoint holds (0 for no file)."""
-    if not path.is_file():
-        return 0
-    import torch
+def last_step(run_dir: Path) -> int:
+    """The optimizer step of the run's ``last.ckpt`` (0 without one)."""
+    from bijdiff.app.train import resume_step
 
-    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return resume_step(str(last)) if last.is_file() else 0
 
 
-def scan_runs(roots: list[Path]) -> tuple[dict[str, Path], dict[str, tuple[int, Path]]]:
+def scan_runs(roots: list[Path]) -> tuple[dict[str, Path], dict[str, Path]]:
     """The training runs under ``roots``: ``{name: dir}`` of the finished ones (``last.ckpt`` at
-    ``trainer.max_steps``) and ``{name: (step, last.ckpt)}`` of the furthest unfinished one of each name.
+    ``trainer.max_steps``) and of the furthest unfinished one of each other name.
 
     An unfinished run resumes from ``last.ckpt`` (written at the end of every validation), not from
     an ``interrupted.ckpt`` that may have been written mid-step or mid-validation."""
     finished, unfinished = {}, {}
     for config in sorted(c for root in roots for c in root.glob("**/.hydra/config.yaml")):
-        run_dir, cfg = config.parent.parent, yaml.safe_load(config.read_text())
+        run_dir = config.parent.parent
+        cfg = run_config(run_dir)
         if "trainer" not in cfg:
             continue  # an eval.py output directory, not a training run
-        name, wanted = config_name(cfg), int(cfg["trainer"]["max_steps"])
-        ckpts = run_dir / "checkpoints"
-        if checkpoint_step(ckpts / "last.ckpt") >= wanted:
+        name, wanted, step = config_name(cfg), int(cfg["trainer"]["max_steps"]), last_step(run_dir)
+        if step >= wanted:
             if name in finished:
                 raise SystemExit(f"two runs are both {name!r}: {finished[name]} and {run_dir}; give --runs one study")
             finished[name] = run_dir
             continue
-        step, ckpt = checkpoint_step(ckpts / "last.ckpt"), ckpts / "last.ckpt"
         print(f"study: {run_dir} ({name}) stopped at step {step} of {wanted}", flush=True)
-        if step and step > unfinished.get(name, (0, None))[0]:
-            unfinished[name] = step, ckpt
-    return finished, {name: u for name, u in unfinished.items() if name not in finished}
+        if step > unfinished.get(name, (0, None))[0]:
+            unfinished[name] = step, run_dir
+    return finished, {name: run_dir for name, (_, run_dir) in unfinished.items() if name not in finished}
 
 
 def find_runs(roots: list[Path]) -> dict[str, Path]:
@@ -114,9 +113,9 @@ def find_runs(roots: list[Path]) -> dict[str, Path]:
     return scan_runs(roots)[0]
 
 
-def resume(ckpt: Path, data_files: list[str]) -> None:
-    """Finish a stopped run in its own directory from its checkpoint, with the overrides it was started with."""
-    run_dir = ckpt.parent.parent
+def resume(run_dir: Path, data_files: list[str]) -> None:
+    """Finish a stopped run in its own directory from its ``last.ckpt``, with the overrides it was started with."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
     started = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
     kept = [o for o in started if not o.startswith(("ckpt_path=", "data.files."))]
     with open(run_dir / "resumed.txt", "a") as f:  # the segment before this resume, for train_seconds
@@ -260,7 +259,7 @@ def train_study(data_dir: Path, roots: list[Path], overrides: list[str], only: S
              f"data.files.test={data_dir / 'wiki.test.tokens'}"]
     for name in todo:
         if name in stopped:
-            resume(stopped[name][1], files)
+            resume(stopped[name], files)
     for sweep, (_, shared) in SWEEPS.items():
         models = [planned[name][1] for name in todo if planned[name][0] == sweep and name not in stopped]
         if not models:
@@ -278,7 +277,8 @@ def evaluate_runs(runs: dict[str, Path], judge_dir: Path | None, args: argparse.
     """Every evaluation of every run that ``args.out`` lacks, the runs' curves and training times."""
     judge = f"judge_ckpt={judge_dir / 'checkpoints' / 'best.ckpt'}" if judge_dir else None
     sample = ["mode=sample", f"sample.num_samples={args.num_samples}", judge]
-    needs_judge = sorted(name for name in runs for result, _ in evaluations(name, sample, args.steps, args.uniform_steps)
+    todo = {name: evaluations(name, sample, args.steps, args.uniform_steps) for name in runs}
+    needs_judge = sorted(name for name, evals in todo.items() for result, _ in evals
                          if "sample" in result and not (args.out / f"{name}-{result}.json").is_file())
     if needs_judge and judge is None:
         raise SystemExit(f"no finished ar run under {[str(r) for r in args.runs]} to judge the samples of {needs_judge}: "
@@ -292,7 +292,7 @@ def evaluate_runs(runs: dict[str, Path], judge_dir: Path | None, args: argparse.
     for name, run_dir in runs.items():
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         memory(run_dir, args.out / f"{name}-memory.json")
-        for result, overrides in evaluations(name, sample, args.steps, args.uniform_steps):
+        for result, overrides in todo[name]:
             evaluate(run_dir, args.out / f"{name}-{result}.json", device, *overrides, extra=args.eval_set)
 
 
