@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import math
 from pathlib import Path
 
@@ -19,6 +20,13 @@ def read_curve(run_dir: Path) -> dict[int, float]:
             if row.get("val/nll"):
                 curve[int(row["step"]) + 1] = float(row["val/nll"])
     return curve
+
+
+def median_tokens_per_s(run_dir: Path) -> float | None:
+    """Median training tokens/s in a run's CSV log: the median leaves out the steps whose time includes a validation."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        speeds = [float(row["train/tokens_per_s"]) for row in csv.DictReader(f) if row.get("train/tokens_per_s")]
+    return statistics.median(speeds) if speeds else None
 
 
 def main() -> None:

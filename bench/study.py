@@ -42,7 +42,7 @@ from typing import Sequence
 import yaml
 from omegaconf import OmegaConf
 
-from learning_curves import read_curve
+from learning_curves import median_tokens_per_s, read_curve
 from reversible_memory import counting_saved_bytes
 from study_table import check_readme, train_times, write_readme
 
@@ -288,7 +288,9 @@ def evaluate_runs(runs: dict[str, Path], judge_dir: Path | None, args: argparse.
     with open(args.out / "train_times.txt", "a") as times:
         for name, run_dir in runs.items():
             if name not in known:  # a rerun of the evaluations adds no second line
-                times.write(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}\n")
+                speed = median_tokens_per_s(run_dir)
+                times.write(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}"
+                            + (f" tokens_per_s={speed:.0f}" if speed else "") + "\n")
     for name, run_dir in runs.items():
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         memory(run_dir, args.out / f"{name}-memory.json")

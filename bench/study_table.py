@@ -7,8 +7,8 @@ Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 (samples judged by the AR model), ``<run>-invert.json`` (inverse exactness of a bijective trunk),
 ``<run>-seed<N>-ppl.json`` and ``<dir>/<run>-ppl.json`` (repeat
 runs of a row's configuration), ``<run>-memory.json`` (parameters, bytes saved for backward by one
-training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N``, as
-``bench/study.py`` writes them), and prints the Markdown tables, or with ``--readme`` writes
+training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N tokens_per_s=M``, wall time and median training
+speed, as ``bench/study.py`` writes them), and prints the Markdown tables, or with ``--readme`` writes
 them between the README's ``<!-- study-tables -->`` markers. Missing files leave rows out.
 """
 from __future__ import annotations
@@ -54,21 +54,22 @@ def _per_word(ppl: float | None, prefix: str = "") -> str:
     return "–" if ppl is None else f"{prefix}{ppl:,.1f}"
 
 
-def train_times(directory: Path) -> dict[str, float]:
-    """Seconds per training run, from ``train_times.txt``."""
+def train_times(directory: Path) -> dict[str, dict[str, float]]:
+    """``{run: {"seconds": wall time, "tokens_per_s": median training speed}}`` from ``train_times.txt``
+    (lines ``<run> rc=0 seconds=N [tokens_per_s=M]``; the speed only where it was recorded)."""
     path = directory / "train_times.txt"
     times = {}
     for line in path.read_text().splitlines() if path.is_file() else []:
-        m = re.match(r"(\S+) rc=0 seconds=(\d+)", line)
+        m = re.match(r"(\S+) rc=0 seconds=(\d+)(?: tokens_per_s=(\d+))?", line)
         if m:
-            times[m.group(1)] = float(m.group(2))
+            times[m.group(1)] = {"seconds": float(m.group(2))} | ({"tokens_per_s": float(m.group(3))} if m.group(3) else {})
     return times
 
 
 def likelihood_table(directory: Path) -> list[str]:
     times = train_times(directory)
-    rows = ["| model | parameters | saved activations / step | train wall time | test nats/token | ppl/token | ppl/word |",
-            "| --- | ---: | ---: | --- | --- | --- | --- |"]
+    rows = ["| model | parameters | saved activations / step | train wall time | train tokens/s | test nats/token | ppl/token | ppl/word |",
+            "| --- | ---: | ---: | --- | ---: | --- | --- | --- |"]
     unigram = None
     for run in RUNS:
         m = _load(directory / f"{run}-ppl.json")
@@ -82,10 +83,12 @@ def likelihood_table(directory: Path) -> list[str]:
             cells = f"{_bound(m)} | ≤ {m['ppl_bound_per_token']:,.1f} | {_per_word(m['ppl_bound_per_word'], '≤ ')}"
         mem = _load(directory / f"{run}-memory.json")
         size = f"{mem['parameters'] / 1e6:.2f} M | {mem['saved_activation_bytes'] / 2**20:,.0f} MiB" if mem else "– | –"
-        rows.append(f"| {NAMES.get(run, f'`{run}` (bound)')} | {size} | {_clock(times.get(run))} | {cells} |")
+        time = times.get(run, {})
+        speed = f"{time['tokens_per_s']:,.0f}" if "tokens_per_s" in time else "–"
+        rows.append(f"| {NAMES.get(run, f'`{run}` (bound)')} | {size} | {_clock(time.get('seconds'))} | {speed} | {cells} |")
     if unigram is not None:
         u = unigram
-        rows.insert(2, f"| unigram (add-½) | – | – | – | {u['unigram_nll_per_token']:.3f} | "
+        rows.insert(2, f"| unigram (add-½) | – | – | – | – | {u['unigram_nll_per_token']:.3f} | "
                        f"{u['unigram_ppl_per_token']:,.1f} | {_per_word(u['unigram_ppl_per_word'])} |")
     return rows
 

@@ -53,7 +53,7 @@ def test_tables_are_written_between_the_markers_only(tmp_path: Path) -> None:
     _write(tmp_path / "bijective-seed1-ppl.json", {"nll_per_token": 6.0412, "nll_bound_stderr": 0.0191})
     (tmp_path / "earlier").mkdir()
     _write(tmp_path / "earlier" / "bijective-ppl.json", {"nll_per_token": 6.1, "nll_bound_stderr": 0.02})
-    (tmp_path / "train_times.txt").write_text("bijective rc=0 seconds=1185\nstandard rc=1 seconds=3\n")
+    (tmp_path / "train_times.txt").write_text("bijective rc=0 seconds=1185 tokens_per_s=2392\nstandard rc=1 seconds=3\n")
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\nbefore\n{BEGIN}\nstale table\n{END}\nafter\n")
 
@@ -62,9 +62,9 @@ def test_tables_are_written_between_the_markers_only(tmp_path: Path) -> None:
 
     assert text.startswith("# Title\nbefore\n") and text.endswith(f"{END}\nafter\n")
     assert "stale table" not in text
-    assert "| unigram (add-½) | – | – | – | 6.600 | 735.1 | 6,445.6 |" in text
-    assert "| `ar` (exact) | – | – | – | 5.065 | 158.4 | 837.3 |" in text
-    assert ("| `bijective` SEDD, absorbing, additive, memory-efficient (bound) | 8.26 M | 274 MiB | 19 m 45 s | "
+    assert "| unigram (add-½) | – | – | – | – | 6.600 | 735.1 | 6,445.6 |" in text
+    assert "| `ar` (exact) | – | – | – | – | 5.065 | 158.4 | 837.3 |" in text
+    assert ("| `bijective` SEDD, absorbing, additive, memory-efficient (bound) | 8.26 M | 274 MiB | 19 m 45 s | 2,392 | "
             "≤ 5.979 ± 0.019 | ≤ 394.9 | ≤ 2,818.1 |") in text
     assert "| `bijective`, analytic, 64 steps | 40.7 | 1,697.9 | 3.76 | 0.97 | 154.9 |" in text
     assert "| `bijective-affine` | 5.7e-05 / 1.8e-13 | 5,186.4 | 1.5e-03 / 4.5e-12 | 1.0000 / 1.0000 |" in text
@@ -170,6 +170,15 @@ def test_a_resumed_run_counts_the_time_before_each_resume_once(tmp_path: Path) -
     # and one that failed after rewriting it (its checkpoint is older than its config)
     (run / "resumed.txt").write_text("0 300\n0 300\n900 300\n")
     assert study.train_seconds(run) == 900
+
+
+def test_the_training_speed_is_the_median_so_steps_that_include_a_validation_do_not_count(tmp_path: Path) -> None:
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "step,train/tokens_per_s,val/nll\n9,2000.0,\n19,150.0,\n19,,6.5\n29,2100.0,\n39,2050.0,\n")
+    assert study.median_tokens_per_s(tmp_path) == 2025.0
+    (tmp_path / "csv" / "metrics.csv").write_text("step,val/nll\n19,6.5\n")
+    assert study.median_tokens_per_s(tmp_path) is None
 
 
 def test_each_run_gets_the_evaluations_its_graph_and_trunk_allow() -> None:
