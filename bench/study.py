@@ -184,6 +184,15 @@ def saved_curves(out: Path) -> dict[str, dict[int, float]]:
     return curves
 
 
+def colours(names: Sequence[str]) -> dict[str, object]:
+    """One matplotlib colour per configuration, the same in every plot; ``<name>-seed<N>`` shares ``<name>``'s."""
+    import matplotlib
+
+    configs = sorted({name.split("-seed")[0] for name in names})
+    palette = [f"C{i}" for i in range(10)] if len(configs) <= 10 else list(matplotlib.colormaps["tab20"].colors)
+    return {name: palette[configs.index(name.split("-seed")[0]) % len(palette)] for name in names}
+
+
 def plot(out: Path) -> None:
     """``val_nll.png`` from the saved curves and ``gen_ppl_vs_steps.png`` from the analytic sample results."""
     import matplotlib
@@ -192,10 +201,17 @@ def plot(out: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(6, 4))
     curves = saved_curves(out)
-    for name, curve in curves.items():
-        ax.plot(list(curve), list(curve.values()), marker="o", label=name)
+    by_model: dict[str, list[tuple[int, float]]] = {}
+    for path in out.glob("*-sample-analytic*.json"):
+        name, _, steps = path.stem.partition("-sample-analytic")
+        by_model.setdefault(name, []).append((int(steps), json.loads(path.read_text())["gen_ppl"]))
+    colour = colours([*curves, *by_model])
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():  # a seed repeat dashed, in its configuration's colour
+        ax.plot(list(curve), list(curve.values()), marker="o", label=name, color=colour[name],
+                linestyle="--" if "-seed" in name else "-")
     ax.set(xlabel="optimizer step", ylabel="validation nats/token (bound; exact for ar)",
            title=f"Validation NLL ({PROTOCOL})")
     ax.legend(fontsize=7)
@@ -203,12 +219,8 @@ def plot(out: Path) -> None:
     fig.savefig(out / "val_nll.png", dpi=120)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    by_model: dict[str, list[tuple[int, float]]] = {}
-    for path in out.glob("*-sample-analytic*.json"):
-        name, _, steps = path.stem.partition("-sample-analytic")
-        by_model.setdefault(name, []).append((int(steps), json.loads(path.read_text())["gen_ppl"]))
     for name, points in sorted(by_model.items()):
-        ax.plot(*zip(*sorted(points)), marker="o", label=name)
+        ax.plot(*zip(*sorted(points)), marker="o", label=name, color=colour[name])
     ar = out / "ar-sample.json"
     if ar.is_file():
         ax.axhline(json.loads(ar.read_text())["gen_ppl"], color="black", linestyle="--", label="ar, temperature 1")

@@ -191,3 +191,11 @@ def test_each_run_gets_the_evaluations_its_graph_and_trunk_allow() -> None:
     assert results("bijective-uniform") == ["ppl", "sample-analytic8", "invert"]  # no exact likelihood, fewer steps
     assert results("hybrid") == results("standard")  # not invertible as a whole
     assert results("bijective-seed1") == ["ppl"]
+
+
+def test_a_seed_repeat_is_drawn_in_its_configurations_colour_and_configurations_differ() -> None:
+    names = ["ar", "standard", "standard-seed1", "bijective", "bijective-seed1", *(f"variant{i}" for i in range(9))]
+    colour = study.colours(names)
+    assert colour["standard-seed1"] == colour["standard"] and colour["bijective-seed1"] == colour["bijective"]
+    configs = [n for n in names if "-seed" not in n]
+    assert len({str(colour[n]) for n in configs}) == len(configs) == 12  # past the 10 default colours too
