@@ -33,6 +33,7 @@ perplexity against sampling steps (``gen_ppl_vs_steps.png``).
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
 import subprocess
 import sys
@@ -184,13 +185,13 @@ def saved_curves(out: Path) -> dict[str, dict[int, float]]:
     return curves
 
 
-def colours(names: Sequence[str]) -> dict[str, object]:
-    """One matplotlib colour per configuration, the same in every plot; ``<name>-seed<N>`` shares ``<name>``'s."""
-    import matplotlib
-
+def colours(names: Sequence[str]) -> dict[str, str | tuple[float, float, float]]:
+    """One matplotlib colour per configuration, the same in every plot; ``<name>-seed<N>`` shares ``<name>``'s
+    (the default cycle up to 10 configurations, evenly spaced hues past it)."""
     configs = sorted({name.split("-seed")[0] for name in names})
-    palette = [f"C{i}" for i in range(10)] if len(configs) <= 10 else list(matplotlib.colormaps["tab20"].colors)
-    return {name: palette[configs.index(name.split("-seed")[0]) % len(palette)] for name in names}
+    n = len(configs)
+    palette = [f"C{i}" for i in range(n)] if n <= 10 else [colorsys.hsv_to_rgb(i / n, 0.8, 0.8) for i in range(n)]
+    return {name: palette[configs.index(name.split("-seed")[0])] for name in names}
 
 
 def plot(out: Path) -> None:
