@@ -45,7 +45,7 @@ from omegaconf import OmegaConf
 
 from learning_curves import median_tokens_per_s, read_curve
 from reversible_memory import counting_saved_bytes
-from study_table import check_readme, train_times, write_readme
+from study_table import check_readme, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's bijdiff, as in the train.py and eval.py runs it starts there
@@ -137,6 +137,18 @@ def train_seconds(run_dir: Path) -> float:
         start, end = map(float, line.split())
         segments[start] = max(segments.get(start, start), end)
     return sum(max(0.0, end - start) for start, end in segments.items())
+
+
+def write_train_times(runs: dict[str, Path], path: Path) -> None:
+    """Each run's line of ``train_times.txt`` (wall time, median training tokens/s), derived afresh
+    from its directory; the lines of runs not given (an ``--only`` rerun, earlier runs) are kept."""
+    kept = [line for line in (path.read_text().splitlines() if path.is_file() else [])
+            if line.split(" ", 1)[0] not in runs]
+    lines = []
+    for name, run_dir in runs.items():
+        speed = median_tokens_per_s(run_dir)
+        lines.append(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}" + (f" tokens_per_s={speed:.0f}" if speed else ""))
+    path.write_text("".join(f"{line}\n" for line in kept + lines))
 
 
 def memory(run_dir: Path, out: Path) -> None:
@@ -297,13 +309,7 @@ def evaluate_runs(runs: dict[str, Path], judge_dir: Path | None, args: argparse.
         raise SystemExit(f"no finished ar run under {[str(r) for r in args.runs]} to judge the samples of {needs_judge}: "
                          "train it too (--only ar ...)")
     device = f"device={args.device}"
-    known = train_times(args.out)
-    with open(args.out / "train_times.txt", "a") as times:
-        for name, run_dir in runs.items():
-            if name not in known:  # a rerun of the evaluations adds no second line
-                speed = median_tokens_per_s(run_dir)
-                times.write(f"{name} rc=0 seconds={train_seconds(run_dir):.0f}"
-                            + (f" tokens_per_s={speed:.0f}" if speed else "") + "\n")
+    write_train_times(runs, args.out / "train_times.txt")
     for name, run_dir in runs.items():
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         memory(run_dir, args.out / f"{name}-memory.json")

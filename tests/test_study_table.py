@@ -172,6 +172,19 @@ def test_a_resumed_run_counts_the_time_before_each_resume_once(tmp_path: Path) -
     assert study.train_seconds(run) == 900
 
 
+def test_train_times_are_derived_afresh_for_the_runs_given_and_kept_for_the_others(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run", "standard", steps=4)
+    os.utime(run / ".hydra" / "config.yaml", (1000, 1000))
+    os.utime(run / "checkpoints" / "last.ckpt", (1600, 1600))
+    (run / "csv").mkdir()
+    (run / "csv" / "metrics.csv").write_text("step,train/tokens_per_s\n9,2000.0\n19,2100.0\n29,2200.0\n")
+    times = tmp_path / "train_times.txt"
+    times.write_text("ar rc=0 seconds=1089\nstandard rc=0 seconds=600\n")  # standard written before the speed was
+    study.write_train_times({"standard": run}, times)
+    study.write_train_times({"standard": run}, times)  # a rerun adds no second line
+    assert times.read_text() == "ar rc=0 seconds=1089\nstandard rc=0 seconds=600 tokens_per_s=2100\n"
+
+
 def test_the_training_speed_is_the_median_so_steps_that_include_a_validation_do_not_count(tmp_path: Path) -> None:
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "metrics.csv").write_text(
