@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import math
+import statistics
 from pathlib import Path
 
 

@@ -200,10 +200,11 @@ def saved_curves(out: Path) -> dict[str, dict[int, float]]:
 def colours(names: Sequence[str]) -> dict[str, str | tuple[float, float, float]]:
     """One matplotlib colour per configuration, the same in every plot; ``<name>-seed<N>`` shares ``<name>``'s
     (the default cycle up to 10 configurations, evenly spaced hues past it)."""
-    configs = sorted({name.split("-seed")[0] for name in names})
-    n = len(configs)
+    config = {name: name.split("-seed")[0] for name in names}
+    n = len(set(config.values()))
     palette = [f"C{i}" for i in range(n)] if n <= 10 else [colorsys.hsv_to_rgb(i / n, 0.8, 0.8) for i in range(n)]
-    return {name: palette[configs.index(name.split("-seed")[0])] for name in names}
+    colour = dict(zip(sorted(set(config.values())), palette))
+    return {name: colour[config[name]] for name in names}
 
 
 def plot(out: Path) -> None:
