@@ -5,10 +5,12 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 from ..errors import USER_ERRORS
 
@@ -35,8 +37,39 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     try:
         return fn(cfg)
     except USER_ERRORS as err:
-        print(f"bijdiff: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        message = str(err)
+    except MissingMandatoryValue as err:
+        example = "<run>/checkpoints/best.ckpt" if err.full_key == "ckpt_path" else "VALUE"
+        message = f"{err.full_key} is required: add {err.full_key}={example} to the command"
+    print(f"bijdiff: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+# third-party messages printed on every run that tell a bijdiff user nothing they can act on,
+# by the logger that emits them (a logger's filters apply to the records it creates)
+_NOTICES = {
+    "lightning.pytorch.utilities.rank_zero": "💡 Tip:",  # an advertisement for Lightning's cloud logger
+    "lightning.pytorch.trainer.connectors.checkpoint_connector": "`weights_only` was not set",
+}
+
+
+class _DropNotice(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_third_party_notices() -> None:
+    """Silence the tips and deprecations Lightning and PyTorch print on every run (idempotent)."""
+    for name, text in _NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotice) and f.text == text for f in logger.filters):
+            logger.addFilter(_DropNotice(text))
+    # Lightning's pytree helper uses what torch deprecated; nothing a user can change
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def count_parameters(module: Any) -> int:

@@ -17,7 +17,8 @@ from ..diffusion import exact_log_likelihood
 from ..errors import ConfigError
 from ..lit import DiffusionLM
 from .checkpoint import load_module, load_split, pick_device
-from .common import count_parameters, log, write_json_atomic
+from .common import count_parameters, log, quiet_third_party_notices, write_json_atomic
+from .rundir import claim_run_directory
 
 
 def report_progress(what: str, done: int, total: int, start: float) -> None:
@@ -142,13 +143,22 @@ def _modes() -> dict[str, Callable[..., dict[str, Any]]]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Run the evaluation ``cfg.mode`` on ``cfg.ckpt_path``; write and return ``metrics.json``."""
+    """Run the evaluation ``cfg.mode`` on ``cfg.ckpt_path``; write and return ``metrics.json``.
+
+    Its output directory must be new or empty, like a training run's (``claim_run_directory``).
+    """
+    with claim_run_directory(cfg, None, task="eval"):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     modes = _modes()
     if cfg.mode not in modes:
         raise ConfigError(f"unknown mode={cfg.mode!r}; choose one of {list(modes)}")
     if cfg.split not in ("validation", "test"):
         raise ConfigError(f"split must be validation or test, got {cfg.split!r}")
     torch.set_float32_matmul_precision(cfg.matmul_precision)
+    quiet_third_party_notices()
     module = load_module(cfg.ckpt_path, cfg.use_ema)
     device = pick_device(cfg.device)
     model = module.model.to(device).eval()

@@ -17,10 +17,13 @@ from ..data import WikiTextDataModule
 from ..errors import CheckpointError
 from ..lit import DiffusionLM
 from ..lit.loggers import ResumableCSVLogger
-from ..models import describe_model
-from .common import log
+from ..models import describe_model, model_label
+from .common import log, quiet_third_party_notices
+from .preflight import available_accelerators, check_accelerator, check_numbers
+from .rundir import RunDirectory, claim_run_directory, launch_rank
 
 MODULE_GROUPS = ("model", "diffusion", "optim", "ema", "eval", "data")
+CPU_PRESET_STEPS = 500  # conf/experiment/quick.yaml
 
 
 def build_datamodule(data_cfg: DictConfig | dict, **overrides: Any) -> WikiTextDataModule:
@@ -60,11 +63,28 @@ def resume_step(ckpt_path: str | None) -> int | None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train a denoiser as configured; return the best validation NLL and where outputs went."""
+    """Train a denoiser as configured; return the best validation NLL and where outputs went.
+
+    The output directory must be new (or empty), or the one ``ckpt_path`` belongs to: a run never
+    writes into another run's directory, and a second run started on a directory in use is refused.
+    """
+    check_numbers(cfg)
+    with claim_run_directory(cfg, cfg.get("ckpt_path")) as run_dir:
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
+    check_accelerator(cfg.trainer)
     resume_at = resume_step(cfg.get("ckpt_path"))  # a bad ckpt_path fails here, before any work
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
+    quiet_third_party_notices()
     plain = OmegaConf.to_container(cfg, resolve=True)
+    accelerator = str(cfg.trainer.accelerator)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and available_accelerators() == ["cpu"])
+    if on_cpu and launch_rank() == 0 and cfg.trainer.max_steps > CPU_PRESET_STEPS:
+        log.warning("training %d steps on the CPU: experiment=quick is the preset sized for a CPU (%d steps of "
+                    "64×64 tokens, about 15 minutes on 2 cores)", cfg.trainer.max_steps, CPU_PRESET_STEPS)
 
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
@@ -80,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model: %s", describe_model(plain, module.model))
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
-    loggers = [instantiate(lg) for lg in cfg.logger.values()] if cfg.get("logger") else False
+    loggers = [_instantiate_logger(lg, plain) for lg in cfg.logger.values()] if cfg.get("logger") else False
     for lg in loggers or []:
         if isinstance(lg, ResumableCSVLogger):
             lg.resume_step = resume_at
@@ -88,10 +108,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in trainer.loggers:
         lg.log_hyperparams(plain)
 
+    run_dir.started = True
     with warnings.catch_warnings():
         # the data module carries the position within the epoch (see ResumableSampler), which
         # Lightning's check for a stateful DataLoader does not see
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+        if not run_dir.fresh:  # resuming in place (claim_run_directory allows no other case)
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     for lg in trainer.loggers:
         if isinstance(lg, WandbLogger) and trainer.is_global_zero:
@@ -101,7 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint is not None and checkpoint.save_last and checkpoint.dirpath:
         # Lightning's last.ckpt is the last *validated* state; make it the final one
         last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
-        trainer.save_checkpoint(last)
+        trainer.save_checkpoint(last, weights_only=False)
         checkpoint.last_model_path = str(last)
     best = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else math.nan
     result = {
@@ -113,10 +136,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": trainer.global_step,
     }
     if trainer.is_global_zero:
-        print(
-            f"bijdiff: done at step {trainer.global_step}: best validation bound {best:.4f} nats/token "
-            f"(ppl {result['best_val_ppl']:.2f}); checkpoints in {Path(result['best_ckpt'] or cfg.paths.output_dir).parent}; "
-            f"logs and metrics in {cfg.paths.output_dir}",
-            flush=True,
-        )
+        print(f"bijdiff: {run_summary(cfg, module, checkpoint, result)}", flush=True)
     return result
+
+
+def _instantiate_logger(lg_cfg: DictConfig, plain: dict[str, Any]) -> Any:
+    """A logger from its config; a W&B run without a name is named ``<task>-<model label>-<graph>``."""
+    if "name" in lg_cfg and lg_cfg.name is None and str(lg_cfg._target_).endswith("wandb_logger"):
+        graph = "" if plain["model"]["name"] == "ar" else f"-{plain['diffusion']['graph']}"
+        return instantiate(lg_cfg, name=f"{plain['task_name']}-{model_label(plain['model'])}{graph}")
+    return instantiate(lg_cfg)
+
+
+def run_summary(cfg: DictConfig, module: DiffusionLM, checkpoint: ModelCheckpoint | None, result: dict[str, Any]) -> str:
+    """The end-of-run line: the best validation NLL (a bound, or exact for AR) and where the files are."""
+    what = "NLL bound" if module.objective.is_bound else "NLL (exact)"
+    best = result["best_val_nll"]
+    if math.isfinite(best):
+        score = f"best validation {what} {best:.4f} nats/token (ppl {result['best_val_ppl']:.2f})"
+    else:
+        score = (f"no validation ran (trainer.val_check_interval={cfg.trainer.val_check_interval}, "
+                 f"trainer.max_steps={cfg.trainer.max_steps}), so no best.ckpt")
+    where = f"checkpoints in {checkpoint.dirpath}; " if checkpoint is not None and checkpoint.dirpath else ""
+    return f"done at step {result['global_step']}: {score}; {where}logs and metrics in {cfg.paths.output_dir}"

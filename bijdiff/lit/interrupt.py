@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger("bijdiff")
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
+class InterruptCheckpoint(Callback):
     """Saves ``<dirpath>/<filename>.ckpt`` on any exception and says how to resume from it.
 
     The file holds the model, EMA, optimizer, schedule and data position as they were (the live
@@ -18,11 +19,20 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
     run; a batch interrupted mid-step is trained again. Nothing is written when training stopped
     before its first step. Lightning deletes the file when a later run in the same directory
     finishes normally.
+
+    Not Lightning's ``OnExceptionCheckpoint``: with one of those among the callbacks, Lightning
+    turns ``fit(ckpt_path=None)`` into ``"last"`` and silently resumes whatever run the directory
+    holds.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+        super().__init__()
+        self.dirpath, self.filename = dirpath, filename
         self._writing = False
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.dirpath, f"{self.filename}.ckpt")
 
     def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.global_step == 0:  # stopped before the first step (a setup or data error): nothing to resume
@@ -31,11 +41,14 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
             logger.save()
         self._writing = True
         try:
-            super().on_exception(trainer, *args, **kwargs)
+            trainer.save_checkpoint(self.ckpt_path)
         finally:
             self._writing = False
         if trainer.is_global_zero:
             log.warning("training stopped at step %d; to resume: ckpt_path=%s", trainer.global_step, self.ckpt_path)
+
+    def teardown(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        trainer.strategy.remove_checkpoint(self.ckpt_path)  # reached only when training ended normally
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Keep the logging step right across a resume from wherever the run was interrupted.

@@ -69,7 +69,8 @@ class InvertibilityMonitor(L.Callback):
         stats = trunk_round_trip(model, x0, sigma)
         if trainer.is_global_zero:
             for logger in trainer.loggers:  # once per check, not repeated at every logging step
-                logger.log_metrics({f"invert/{k}": v for k, v in stats.items()}, step=trainer.global_step)
+                # at the step number Lightning gives this batch's train/val rows (the count before its update)
+                logger.log_metrics({f"invert/{k}": v for k, v in stats.items()}, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
         if stats["rel_error"] > self.threshold:
             log.warning(
                 "invertibility monitor: trunk reconstruction error %.3g at step %d exceeds %.3g",

@@ -34,7 +34,10 @@ def wandb_logger(mode: str = "auto", **kwargs: Any) -> WandbLogger:
     offline = mode == "offline" or (mode == "auto" and not _wandb_key_available())
     if os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun"):
         offline = True
-    return WandbLogger(offline=offline, **kwargs)
+    logger = WandbLogger(offline=offline, **kwargs)
+    # Lightning always passes wandb's deprecated ``anonymous`` setting, which makes wandb warn on every run
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 class ResumableCSVLogger(CSVLogger):

@@ -47,8 +47,18 @@ class PlainProgress(ProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
         if self._enabled and trainer.global_rank == 0 and "val/nll" in m and not trainer.sanity_checking:
-            print(f"validation @ step {trainer.global_step}: nll bound {float(m['val/nll']):.4f} nats/token, "
-                  f"ppl bound {float(m['val/ppl']):.2f}", flush=True)
+            bound = " bound" if pl_module.objective.is_bound else ""
+            print(f"validation @ step {trainer.global_step}: nll{bound} {float(m['val/nll']):.4f} nats/token, "
+                  f"ppl{bound} {float(m['val/ppl']):.2f}", flush=True)
+
+
+class StepRichProgressBar(RichProgressBar):
+    """Lightning's rich bar, without its ``Epoch 0/-2`` when training is counted in steps (``max_epochs=-1``)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+            return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"
+        return super()._get_train_description(current_epoch)
 
 
 def _clock(seconds: float) -> str:
@@ -61,5 +71,5 @@ def progress_bar(style: str = "auto", every: int = 50) -> ProgressBar:
     if style not in ("auto", "rich", "plain"):
         raise ConfigError(f"callbacks.progress.style must be auto, rich or plain, got {style!r}")
     if style == "rich" or (style == "auto" and sys.stdout.isatty()):
-        return RichProgressBar()
+        return StepRichProgressBar()
     return PlainProgress(every)

@@ -1,6 +1,6 @@
 """Denoisers: embedding + trunk + head."""
-from .build import build_model, describe_model
+from .build import build_model, describe_model, model_label
 from .denoiser import Denoiser
 from .trunks import StandardTrunk, TransformerBlock
 
-__all__ = ["Denoiser", "StandardTrunk", "TransformerBlock", "build_model", "describe_model"]
+__all__ = ["Denoiser", "StandardTrunk", "TransformerBlock", "build_model", "describe_model", "model_label"]

@@ -54,6 +54,11 @@ def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denois
     return Denoiser(graph, TRUNKS[m["name"]](m), m["d_model"], m["cond_dim"], merge, time_conditioning)
 
 
+def model_label(m: Mapping[str, Any]) -> str:
+    """The model's name as runs and logs show it: ``model.name``, with ``_affine`` for affine coupling."""
+    return f"{m['name']}_affine" if m.get("coupling") == "affine" and m["name"] in ("bijective", "hybrid") else str(m["name"])
+
+
 def describe_model(cfg: Mapping[str, Any], model: Denoiser | AutoregressiveLM) -> str:
     """"N/M reversible blocks, P parameters (standard at the same size: Q)" for the build log."""
     from ..nn import ReversibleBlock
@@ -68,4 +73,4 @@ def describe_model(cfg: Mapping[str, Any], model: Denoiser | AutoregressiveLM) -
     }
     num_tokens = model.num_tokens if m["name"] == "ar" else model.graph.num_tokens
     reference = sum(p.numel() for p in build_model(standard_cfg, num_tokens).parameters())
-    return f"{m['name']}: {n_rev}/{n_total} reversible blocks, {params:,} parameters (standard at the same size: {reference:,})"
+    return f"{model_label(m)}: {n_rev}/{n_total} reversible blocks, {params:,} parameters (standard at the same size: {reference:,})"
