@@ -1,6 +1,14 @@
 """Data: tokenizer layout and caching, block coverage, word counts, file and hub errors."""
 from __future__ import annotations
 
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -9,6 +17,7 @@ import pytest
 import torch
 
 from bijdiff.data import EOL, MASK, DataError, EvalBlocks, TrainBlocks, WikiTextDataModule, count_words, read_lines
+from bijdiff.data import text as text_mod
 from bijdiff.data import tokenizer as tokenizer_mod
 from bijdiff.errors import ConfigError
 
@@ -96,9 +105,79 @@ def test_hub_failure_explains_the_offline_route(tmp_path, monkeypatch) -> None:
     def offline(*a, **k):
         raise ConnectionError("no route to host")
 
+    monkeypatch.setattr(text_mod, "hub_unreachable", lambda endpoint: None)  # no real probe
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match=r"(?s)Salesforce/wikitext.*data\.files\.train="):
+    with pytest.raises(DataError, match=r"(?s)Salesforce/wikitext.*no route to host.*data\.files\.train="):
         WikiTextDataModule(cache_dir=tmp_path).setup()
+
+
+HUB_CALL = """
+import time, datasets
+from bijdiff.data.text import load_hub_lines
+from bijdiff.errors import DataError
+start = time.perf_counter()
+try:
+    load_hub_lines()
+except DataError as err:
+    print(f"{time.perf_counter() - start:.2f}\\n{err}")
+"""
+
+
+def test_unreachable_hub_fails_fast_and_quietly(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
+    with socket.socket() as closed:  # bound but not listening: connecting to it is refused at once
+        closed.bind(("127.0.0.1", 0))
+        env.update(HF_ENDPOINT=f"http://127.0.0.1:{closed.getsockname()[1]}", HF_HOME=str(tmp_path))
+        out = subprocess.run([sys.executable, "-c", HUB_CALL], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout, out.stderr
+    seconds, message = out.stdout.split("\n", 1)
+    assert float(seconds) < 10, out.stderr  # the hub libraries' own retries took ~25 s
+    assert env["HF_ENDPOINT"] in message and "../shared/data/wikitext-2" in message
+    for key, name in (("train", "train"), ("validation", "valid"), ("test", "test")):
+        assert f"data.files.{key}=$D/wiki.{name}.tokens" in message
+    assert "Retrying" not in out.stderr and "thrown while requesting" not in out.stderr
+
+
+@pytest.mark.parametrize("status, verdict", [(200, None), (404, None), (503, "HTTP 503")])
+def test_hub_probe_accepts_any_answer_below_500(status, verdict) -> None:
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(status)
+            self.end_headers()
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub) as server:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        assert text_mod.hub_unreachable(f"http://127.0.0.1:{server.server_port}") == verdict
+        server.shutdown()
+
+
+def test_hub_probe_gives_up_on_a_silent_endpoint() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        start = time.perf_counter()
+        assert "Timeout" in text_mod.hub_unreachable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+        assert time.perf_counter() - start < 5
+
+
+def test_unreachable_hub_still_reads_the_local_cache(tmp_path, monkeypatch) -> None:
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path))
+    monkeypatch.setattr(text_mod, "hub_unreachable", lambda endpoint: "ConnectError: refused")
+    cached = tmp_path / "Salesforce___wikitext" / "wikitext-2-v1" / "0.0.0" / "0123abcd"  # datasets' cache layout
+    cached.mkdir(parents=True)
+    for split in text_mod.SPLITS:
+        with ArrowWriter(path=str(cached / f"wikitext-{split}.arrow")) as writer:
+            writer.write_batch({"text": [f" = {split} = \n", "", " a b \n"]})
+            writer.finalize()
+    info = {"config_name": "wikitext-2-v1", "splits": {s: {"name": s, "num_examples": 3} for s in text_mod.SPLITS}}
+    (cached / "dataset_info.json").write_text(json.dumps(info))
+    flags = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    assert text_mod.load_hub_lines()["test"] == ["= test =", "", "a b"]
+    assert (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE) == flags  # offline mode was only for the call
 
 
 def test_vocabulary_too_small_for_bytes_and_specials(wiki_files, tmp_path) -> None:
