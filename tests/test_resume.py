@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 
@@ -209,3 +210,42 @@ def test_a_resumed_run_estimates_its_remaining_time_from_its_own_steps(
     trainer.global_step = 450
     bar.on_train_batch_end(trainer, None, None, None, 0)
     assert capsys.readouterr().out.strip() == "step 450/500 elapsed 0:01:40 eta 0:01:40"
+
+
+class InterruptAt(L.Callback):
+    """Presses Ctrl-C (sends this process SIGINT) in ``hook`` once ``global_step`` reaches ``step``."""
+
+    def __init__(self, hook: str, step: int) -> None:
+        self.step = step
+        setattr(self, hook, self._maybe_interrupt)
+
+    def _maybe_interrupt(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step and not trainer.sanity_checking:
+            self.step = -1  # once
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+# where Ctrl-C can land, around the optimizer step and the validation after step 4
+INTERRUPT_POINTS = [
+    ("on_train_batch_start", 3),  # between steps
+    ("on_before_backward", 3),  # inside a step, before its update
+    ("on_train_batch_end", 3),  # after the update, before Lightning counts the batch done
+    ("on_train_batch_end", 4),  # the same, at a step that validates next
+    ("on_validation_batch_end", 4),  # inside validation
+    ("on_validation_end", 4),  # after validation logged, while callbacks (samples) run
+]
+
+
+@pytest.mark.parametrize("hook,step", INTERRUPT_POINTS)
+def test_a_run_interrupted_anywhere_resumes_in_place_at_the_right_steps(wiki_files, tmp_path: Path, hook: str, step: int) -> None:
+    common = ["trainer.max_steps=8", "trainer.val_check_interval=4", "data.batch_size=2", "model.dropout=0.0"]
+    cache = tmp_path / "cache"
+    train(tiny_config(wiki_files, tmp_path / "full", cache, *common))
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit):  # Lightning's KeyboardInterrupt handling ends the process with status 1
+        train(tiny_config(wiki_files, run, cache, *common, "+callbacks.interrupt_at._target_=tests.test_resume.InterruptAt",
+                          f"+callbacks.interrupt_at.hook={hook}", f"+callbacks.interrupt_at.step={step}"))
+    ckpt = run / "checkpoints" / "interrupted.ckpt"
+    train(tiny_config(wiki_files, run, cache, *common, f"ckpt_path={ckpt}"))
+    expected, got = _logged(tmp_path / "full"), _logged(run)
+    assert got == expected

@@ -1,8 +1,10 @@
-"""A checkpoint written when training stops abnormally (Ctrl-C, NaN limit, a crash), and how to resume."""
+"""A checkpoint written when training stops early (Ctrl-C, NaN limit, a crash), and how to resume."""
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any
 
 import lightning as L
@@ -12,46 +14,93 @@ log = logging.getLogger("bijdiff")
 
 
 class InterruptCheckpoint(Callback):
-    """Saves ``<dirpath>/<filename>.ckpt`` on any exception and says how to resume from it.
+    """Saves ``<dirpath>/<filename>.ckpt`` when training stops early and says how to resume from it.
 
-    The file holds the model, EMA, optimizer, schedule and data position as they were (the live
-    weights even when validation had the EMA swapped in), so ``ckpt_path=<it>`` continues the
-    run; a batch interrupted mid-step is trained again. Nothing is written when training stopped
-    before its first step. Lightning deletes the file when a later run in the same directory
-    finishes normally.
+    The first Ctrl-C (SIGINT) is graceful: the step under way finishes (a validation under way
+    too), the checkpoint is written at that step's end, where Lightning's own step checkpoints are
+    written, and the run exits with a non-zero status. Resumed with ``ckpt_path=<it>`` in the same
+    directory, the run then logs the same steps with the same values as an uninterrupted one. A
+    second Ctrl-C interrupts at once, like any other exception: the checkpoint then holds the
+    state as it was (the live weights even when validation had the EMA swapped in), and a batch
+    cut mid-step is trained again. Nothing is written when training stopped before its first
+    step. The file is deleted when a later run in the same directory finishes normally.
 
     Not Lightning's ``OnExceptionCheckpoint``: with one of those among the callbacks, Lightning
     turns ``fit(ckpt_path=None)`` into ``"last"`` and silently resumes whatever run the directory
     holds.
     """
 
-    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+    def __init__(self, dirpath: str, filename: str = "interrupted", check_every_n_steps: int = 10) -> None:
         super().__init__()
         self.dirpath, self.filename = dirpath, filename
+        self.check_every = max(1, check_every_n_steps)  # with several processes: how often they agree to stop
         self._writing = False
+        self._graceful = False
+        self._requested = False
+        self._saved_at: int | None = None
+        self._previous_handler: Any = None
 
     @property
     def ckpt_path(self) -> str:
         return os.path.join(self.dirpath, f"{self.filename}.ckpt")
 
-    def on_exception(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.global_step == 0:  # stopped before the first step (a setup or data error): nothing to resume
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._requested, self._saved_at = False, None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
+        print("\nCtrl-C: finishing this step, then saving a checkpoint (Ctrl-C again to stop at once)", flush=True)
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        stop = self._requested
+        if trainer.world_size > 1:  # every process must save and stop at the same step
+            if trainer.global_step % self.check_every != 0:
+                return
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if not stop or trainer.global_step == 0:
             return
-        for logger in trainer.loggers:  # rows still buffered (the CSV logger writes once per step) reach the file
+        for logger in trainer.loggers:
             logger.save()
-        self._writing = True
+        self._graceful = True
         try:
-            trainer.save_checkpoint(self.ckpt_path)
+            trainer.save_checkpoint(self.ckpt_path, weights_only=False)
         finally:
-            self._writing = False
+            self._graceful = False
+        self._saved_at = trainer.global_step
+        self._restore_handler()
+        raise KeyboardInterrupt  # Lightning's shutdown; on_exception sees the checkpoint is written
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handler()
+        if self._saved_at is None:
+            if trainer.global_step == 0:  # stopped before the first step (a setup or data error): nothing to resume
+                return
+            for logger in trainer.loggers:  # rows still buffered (the CSV logger writes once per step) reach the file
+                logger.save()
+            self._writing = True
+            try:
+                trainer.save_checkpoint(self.ckpt_path, weights_only=False)
+            finally:
+                self._writing = False
         if trainer.is_global_zero:
             log.warning("training stopped at step %d; to resume: ckpt_path=%s", trainer.global_step, self.ckpt_path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handler()
 
     def teardown(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         trainer.strategy.remove_checkpoint(self.ckpt_path)  # reached only when training ended normally
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Keep the logging step right across a resume from wherever the run was interrupted.
+        """Keep the logging step right across a resume from wherever an exception cut the run.
 
         On restart Lightning adds one to the loop's count of stepped batches (the x axis of every
         logger) unless the checkpoint was written at the end of a batch's hooks. That is right for
@@ -60,9 +109,29 @@ class InterruptCheckpoint(Callback):
         counted as processed). So store the count that, after Lightning's restart, equals the
         optimizer steps taken.
         """
+        loop = checkpoint["loops"]["fit_loop"]
+        if self._graceful:  # before this batch's step: as if written at the end of the last one
+            for counts in (loop["epoch_loop.batch_progress"]["total"], loop["epoch_loop.batch_progress"]["current"]):
+                counts["ready"] = counts["started"]
+            if _validated_after_last_step(trainer):
+                # restarting there, Lightning passes over that (done) validation and counts one more
+                # stepped batch as it does; start one lower so the count equals the optimizer steps
+                loop["epoch_loop.state_dict"]["_batches_that_stepped"] = checkpoint["global_step"] - 1
+            return
         if not self._writing or trainer.accumulate_grad_batches != 1:
             return
-        loop = checkpoint["loops"]["fit_loop"]
         p = loop["epoch_loop.batch_progress"]["total"]
         at_batch_end = p["started"] == p["ready"] and p["processed"] == p["started"] and p["completed"] == p["processed"]
         loop["epoch_loop.state_dict"]["_batches_that_stepped"] = checkpoint["global_step"] - (0 if at_batch_end else 1)
+
+
+def _validated_after_last_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning's validation schedule ran a validation after the last completed batch."""
+    epoch_loop = trainer.fit_loop.epoch_loop
+    progress = epoch_loop.batch_progress
+    ready = progress.total.ready, progress.current.ready
+    progress.total.ready, progress.current.ready = progress.total.started, progress.current.started
+    try:
+        return bool(epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+    finally:
+        progress.total.ready, progress.current.ready = ready
