@@ -249,3 +249,17 @@ def test_a_run_interrupted_anywhere_resumes_in_place_at_the_right_steps(wiki_fil
     train(tiny_config(wiki_files, run, cache, *common, f"ckpt_path={ckpt}"))
     expected, got = _logged(tmp_path / "full"), _logged(run)
     assert got == expected
+
+
+def test_a_periodic_checkpoint_resumes_in_place_at_the_right_steps(wiki_files, tmp_path: Path) -> None:
+    # last.ckpt on the clock (here: at every check, every 3 steps) is what a killed run resumes from
+    common = ["trainer.max_steps=8", "trainer.val_check_interval=4", "data.batch_size=2", "model.dropout=0.0"]
+    cache = tmp_path / "cache"
+    train(tiny_config(wiki_files, tmp_path / "full", cache, *common))
+    run = tmp_path / "run"
+    train(tiny_config(wiki_files, run, cache, *common, "+callbacks.periodic_checkpoint.filename=periodic",
+                      "callbacks.periodic_checkpoint.minutes=1e-9", "callbacks.periodic_checkpoint.check_every_n_steps=3"))
+    ckpt = run / "checkpoints" / "periodic.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 6
+    train(tiny_config(wiki_files, run, cache, *common, f"ckpt_path={ckpt}"))
+    assert _logged(run) == _logged(tmp_path / "full")

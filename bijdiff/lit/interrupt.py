@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from .loop_state import validation_follows_step
+
 log = logging.getLogger("bijdiff")
 
 
@@ -113,7 +115,7 @@ class InterruptCheckpoint(Callback):
         if self._graceful:  # before this batch's step: as if written at the end of the last one
             for counts in (loop["epoch_loop.batch_progress"]["total"], loop["epoch_loop.batch_progress"]["current"]):
                 counts["ready"] = counts["started"]
-            if _validated_after_last_step(trainer):
+            if validation_follows_step(trainer):
                 # restarting there, Lightning passes over that (done) validation and counts one more
                 # stepped batch as it does; start one lower so the count equals the optimizer steps
                 loop["epoch_loop.state_dict"]["_batches_that_stepped"] = checkpoint["global_step"] - 1
@@ -124,14 +126,3 @@ class InterruptCheckpoint(Callback):
         at_batch_end = p["started"] == p["ready"] and p["processed"] == p["started"] and p["completed"] == p["processed"]
         loop["epoch_loop.state_dict"]["_batches_that_stepped"] = checkpoint["global_step"] - (0 if at_batch_end else 1)
 
-
-def _validated_after_last_step(trainer: L.Trainer) -> bool:
-    """Whether Lightning's validation schedule ran a validation after the last completed batch."""
-    epoch_loop = trainer.fit_loop.epoch_loop
-    progress = epoch_loop.batch_progress
-    ready = progress.total.ready, progress.current.ready
-    progress.total.ready, progress.current.ready = progress.total.started, progress.current.started
-    try:
-        return bool(epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
-    finally:
-        progress.total.ready, progress.current.ready = ready

@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from ..errors import ConfigError
+from .loop_state import validation_follows_step
 
 
 class PeriodicCheckpoint(Callback):
@@ -38,5 +39,6 @@ class PeriodicCheckpoint(Callback):
         if trainer.global_step % self.check_every != 0:
             return
         due = trainer.strategy.broadcast(time.monotonic() - self._since >= self.seconds, src=0)
-        if due:
+        # not before a validation: its own last.ckpt follows, and one written before it would resume past it
+        if due and not validation_follows_step(trainer):
             trainer.save_checkpoint(self.path, weights_only=False)
