@@ -1,10 +1,14 @@
 """Every config group option composes, and the composed configs build what they describe."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from bijdiff import build_model
+from bijdiff.app.train import _instantiate_logger
 
 from .conftest import CONF, compose_config
 
@@ -38,9 +42,12 @@ def test_logger_options_instantiate_offline(option: str, tmp_path, monkeypatch) 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = compose_config("train", [f"logger={option}", f"paths.output_dir={tmp_path}"])
+    plain = OmegaConf.to_container(cfg, resolve=True)
     for lg_cfg in cfg.logger.values():
-        lg = instantiate(lg_cfg)
-        assert lg is not None
+        lg = _instantiate_logger(lg_cfg, plain)
+        assert Path(lg.save_dir) == tmp_path  # everything a logger writes stays in the run's directory
+        if option == "wandb":
+            assert lg._offline and lg._wandb_init["name"] == "train-standard-absorb"
 
 
 def test_eval_config_composes(tmp_path) -> None:
