@@ -17,6 +17,7 @@ from ..data import WikiTextDataModule
 from ..errors import CheckpointError
 from ..lit import DiffusionLM
 from ..lit.loggers import ResumableCSVLogger
+from ..lit.loop_state import save_between_steps
 from ..models import describe_model, model_label
 from .common import log, quiet_third_party_notices
 from .preflight import available_accelerators, check_accelerator, check_numbers
@@ -68,12 +69,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     The output directory must be new (or empty), or the one ``ckpt_path`` belongs to: a run never
     writes into another run's directory, and a second run started on a directory in use is refused.
     """
-    check_numbers(cfg)
     with claim_run_directory(cfg, cfg.get("ckpt_path")) as run_dir:
         return _train(cfg, run_dir)
 
 
 def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
+    check_numbers(cfg)
     check_accelerator(cfg.trainer)
     resume_at = resume_step(cfg.get("ckpt_path"))  # a bad ckpt_path fails here, before any work
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -124,7 +125,7 @@ def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
     if checkpoint is not None and checkpoint.save_last and checkpoint.dirpath:
         # Lightning's last.ckpt is the last *validated* state; make it the final one
         last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
-        trainer.save_checkpoint(last, weights_only=False)
+        save_between_steps(trainer, str(last))
         checkpoint.last_model_path = str(last)
     best = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None else math.nan
     result = {

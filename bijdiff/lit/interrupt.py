@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from .loop_state import validation_follows_step
+from .loop_state import save_between_steps
 
 log = logging.getLogger("bijdiff")
 
@@ -36,7 +36,7 @@ class InterruptCheckpoint(Callback):
         super().__init__()
         self.dirpath, self.filename = dirpath, filename
         self.check_every = max(1, check_every_n_steps)  # with several processes: how often they agree to stop
-        self._saving: str | None = None  # while this callback writes: "between steps" or "cut" (mid-step)
+        self._cut = False  # while this callback writes a checkpoint mid-step
         self._requested = False
         self._saved_at: int | None = None
         self._previous_handler: Any = None
@@ -68,7 +68,8 @@ class InterruptCheckpoint(Callback):
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if not stop or trainer.global_step == 0:
             return
-        self._save(trainer, "between steps")
+        self._flush_loggers(trainer)
+        save_between_steps(trainer, self.ckpt_path)
         self._saved_at = trainer.global_step
         self._restore_handler()
         raise KeyboardInterrupt  # Lightning's shutdown; on_exception sees the checkpoint is written
@@ -78,18 +79,19 @@ class InterruptCheckpoint(Callback):
         if self._saved_at is None:
             if trainer.global_step == 0:  # stopped before the first step (a setup or data error): nothing to resume
                 return
-            self._save(trainer, "cut")
+            self._flush_loggers(trainer)
+            self._cut = True
+            try:
+                trainer.save_checkpoint(self.ckpt_path, weights_only=False)
+            finally:
+                self._cut = False
         if trainer.is_global_zero:
             log.warning("training stopped at step %d; to resume: ckpt_path=%s", trainer.global_step, self.ckpt_path)
 
-    def _save(self, trainer: L.Trainer, where: str) -> None:
+    @staticmethod
+    def _flush_loggers(trainer: L.Trainer) -> None:
         for logger in trainer.loggers:  # rows still buffered (the CSV logger writes once per step) reach the file
             logger.save()
-        self._saving = where
-        try:
-            trainer.save_checkpoint(self.ckpt_path, weights_only=False)
-        finally:
-            self._saving = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handler()
@@ -107,17 +109,9 @@ class InterruptCheckpoint(Callback):
         counted as processed). So store the count that, after Lightning's restart, equals the
         optimizer steps taken.
         """
+        if not self._cut or trainer.accumulate_grad_batches != 1:
+            return
         loop = checkpoint["loops"]["fit_loop"]
-        if self._saving == "between steps":  # before this batch's step: as if written at the end of the last one
-            for counts in (loop["epoch_loop.batch_progress"]["total"], loop["epoch_loop.batch_progress"]["current"]):
-                counts["ready"] = counts["started"]
-            if validation_follows_step(trainer):
-                # restarting there, Lightning passes over that (done) validation and counts one more
-                # stepped batch as it does; start one lower so the count equals the optimizer steps
-                loop["epoch_loop.state_dict"]["_batches_that_stepped"] = checkpoint["global_step"] - 1
-            return
-        if self._saving != "cut" or trainer.accumulate_grad_batches != 1:
-            return
         p = loop["epoch_loop.batch_progress"]["total"]
         at_batch_end = p["started"] == p["ready"] and p["processed"] == p["started"] and p["completed"] == p["processed"]
         loop["epoch_loop.state_dict"]["_batches_that_stepped"] = checkpoint["global_step"] - (0 if at_batch_end else 1)
