@@ -1,7 +1,7 @@
-"""Train and evaluate the comparison study, and write the README's Results tables and plots.
+"""Train and evaluate the comparison study, and write the Results tables (docs/results.md) and plots.
 
     python bench/study.py --train ../shared/data/wikitext-2 --runs runs/study     # the whole study, one command
-    python bench/study.py --runs runs/study [--out bench/results/study] [--readme README.md]   # evaluate only
+    python bench/study.py --runs runs/study [--out bench/results/study] [--readme docs/results.md]   # evaluate only
     python bench/study.py                                                         # redraw from --out only
 
 ``--train DATA_DIR`` first trains the study on the offline protocol (train on
@@ -10,7 +10,7 @@ multirun per sweep of ``SWEEPS``: ``experiment=quick model=ar,standard,bijective
 (absorbing graph), ``model=standard,bijective diffusion=uniform``,
 ``model=standard model.time_conditioning=false`` and ``model=standard,bijective,bijective_affine seed=1``
 (repeats): equal step budget, parameter counts within 1%. It trains only the runs that have not
-finished (``last.ckpt`` at ``trainer.max_steps``), and a run that stopped (a killed session) goes
+finished (``last.ckpt`` at ``trainer.max_steps``), and a run that stopped (a killed process) goes
 on in its own directory from its ``last.ckpt`` (written at every validation), so an interrupted
 study loses at most the steps since the last validation;
 ``--only`` picks runs by name. ``--set`` adds
@@ -26,8 +26,8 @@ graph, ``<name>-sample-ordered.json``;
 ``<name>-invert.json`` for the bijective trunks' inverse exactness; repeat
 runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's validation curve
 (``curves/<name>.csv``) and its parameters and bytes saved for backward (``<name>-memory.json``). Results already in ``--out`` are kept (delete a file to
-redo it). Then it writes the tables (``bench/study_table.py``) into the README between the
-``<!-- study-tables -->`` markers, the validation curves (``val_nll.png``) and generative
+redo it). Then it writes the tables (``bench/study_table.py``) into ``--readme`` (default
+``docs/results.md``) between the ``<!-- study-tables -->`` markers, the validation curves (``val_nll.png``) and generative
 perplexity against sampling steps (``gen_ppl_vs_steps.png``).
 """
 from __future__ import annotations
@@ -346,7 +346,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, nargs="*", default=[],
                         help="directories holding the study's run directories (none: only redraw plots and tables from --out)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--readme", type=Path, default=ROOT / "docs" / "results.md",
+                        help="the Markdown file whose study-table markers the tables are written between (default: docs/results.md)")
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps (absorbing graph)")
     parser.add_argument("--uniform-steps", type=int, nargs="+", default=[64],
                         help="analytic sampler steps for the uniform graph, where every step runs the network "

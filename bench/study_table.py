@@ -1,6 +1,6 @@
-"""The README's Results tables from the study's ``eval.py`` outputs.
+"""The Results tables (in ``docs/results.md``) from the study's ``eval.py`` outputs.
 
-    python bench/study_table.py [--dir bench/results/study] [--readme README.md]
+    python bench/study_table.py [--dir bench/results/study] [--readme docs/results.md]
 
 Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 ``<run>-ppl-first256.json`` (exact likelihood on the first 256 blocks), ``<run>-sample-*.json``
@@ -8,8 +8,8 @@ Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 ``<run>-seed<N>-ppl.json`` and ``<dir>/<run>-ppl.json`` (repeat
 runs of a row's configuration), ``<run>-memory.json`` (parameters, bytes saved for backward by one
 training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N tokens_per_s=M``, wall time and median training
-speed, as ``bench/study.py`` writes them), and prints the Markdown tables, or with ``--readme`` writes
-them between the README's ``<!-- study-tables -->`` markers. Missing files leave rows out.
+speed, as ``bench/study.py`` writes them), and prints the Markdown tables, or with ``--readme FILE``
+(``docs/results.md`` for the project's tables) writes them between that file's ``<!-- study-tables -->`` markers. Missing files leave rows out.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def tables(directory: Path) -> str:
 
 
 def check_readme(readme: Path) -> str:
-    """The README's text, if it has the study-table markers to write between; else a clear exit."""
+    """The file's text (docs/results.md), if it has the study-table markers to write between; else a clear exit."""
     if not readme.is_file():
         raise SystemExit(f"no README {readme} to write the tables into: pass --readme FILE, a file with {BEGIN} and {END} lines")
     text = readme.read_text()
@@ -166,7 +166,7 @@ def check_readme(readme: Path) -> str:
 
 
 def write_readme(readme: Path, directory: Path) -> None:
-    """Replace what stands between the README's study-table markers."""
+    """Replace what stands between the file's (docs/results.md's) study-table markers."""
     head, rest = check_readme(readme).split(BEGIN, 1)
     readme.write_text(f"{head}{BEGIN}\n{tables(directory)}\n{END}{rest.split(END, 1)[1]}")
 
@@ -174,7 +174,7 @@ def write_readme(readme: Path, directory: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=ROOT / "bench" / "results" / "study")
-    parser.add_argument("--readme", type=Path, help="write the tables into this README instead of printing them")
+    parser.add_argument("--readme", type=Path, help="write the tables into this Markdown file (docs/results.md for the project's tables) instead of printing them")
     args = parser.parse_args()
     if args.readme:
         write_readme(args.readme, args.dir)
