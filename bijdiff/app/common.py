@@ -48,26 +48,27 @@ def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 # third-party messages printed on every run that tell a bijdiff user nothing they can act on,
 # by the logger that emits them (a logger's filters apply to the records it creates)
 _NOTICES = {
-    "lightning.pytorch.utilities.rank_zero": "💡 Tip:",  # an advertisement for Lightning's cloud logger
-    "lightning.pytorch.trainer.connectors.checkpoint_connector": "`weights_only` was not set",
+    "lightning.pytorch.utilities.rank_zero": ("💡 Tip:", "was configured so 100% of the batches"),
+    "lightning.pytorch.trainer.connectors.checkpoint_connector": ("`weights_only` was not set",),
 }
 
 
 class _DropNotice(logging.Filter):
-    def __init__(self, text: str) -> None:
+    def __init__(self, texts: tuple[str, ...]) -> None:
         super().__init__()
-        self.text = text
+        self.texts = texts
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
+        message = record.getMessage()
+        return not any(text in message for text in self.texts)
 
 
 def quiet_third_party_notices() -> None:
     """Silence the tips and deprecations Lightning and PyTorch print on every run (idempotent)."""
-    for name, text in _NOTICES.items():
+    for name, texts in _NOTICES.items():
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropNotice) and f.text == text for f in logger.filters):
-            logger.addFilter(_DropNotice(text))
+        if not any(isinstance(f, _DropNotice) for f in logger.filters):
+            logger.addFilter(_DropNotice(texts))
     # Lightning's pytree helper uses what torch deprecated; nothing a user can change
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
