@@ -251,15 +251,16 @@ def test_a_run_interrupted_anywhere_resumes_in_place_at_the_right_steps(wiki_fil
     assert got == expected
 
 
-def test_a_periodic_checkpoint_resumes_in_place_at_the_right_steps(wiki_files, tmp_path: Path) -> None:
-    # last.ckpt on the clock (here: at every check, every 3 steps) is what a killed run resumes from
+@pytest.mark.parametrize("every,step", [(3, 6), (4, 4)])  # the last check at a plain step, or at a validated one
+def test_a_periodic_checkpoint_resumes_in_place_at_the_right_steps(wiki_files, tmp_path: Path, every: int, step: int) -> None:
+    # last.ckpt on the clock (here: at every check) is what a killed run resumes from
     common = ["trainer.max_steps=8", "trainer.val_check_interval=4", "data.batch_size=2", "model.dropout=0.0"]
     cache = tmp_path / "cache"
     train(tiny_config(wiki_files, tmp_path / "full", cache, *common))
     run = tmp_path / "run"
     train(tiny_config(wiki_files, run, cache, *common, "+callbacks.periodic_checkpoint.filename=periodic",
-                      "callbacks.periodic_checkpoint.minutes=1e-9", "callbacks.periodic_checkpoint.check_every_n_steps=3"))
+                      "callbacks.periodic_checkpoint.minutes=1e-9", f"callbacks.periodic_checkpoint.check_every_n_steps={every}"))
     ckpt = run / "checkpoints" / "periodic.ckpt"
-    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 6
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == step
     train(tiny_config(wiki_files, run, cache, *common, f"ckpt_path={ckpt}"))
     assert _logged(run) == _logged(tmp_path / "full")

@@ -7,8 +7,8 @@ import lightning as L
 def validation_follows_step(trainer: L.Trainer) -> bool:
     """Whether Lightning's schedule validates after the last optimizer step (``trainer.global_step``).
 
-    Asked in ``on_train_batch_end`` of that step, or in ``on_train_batch_start`` of the next one,
-    whose batch Lightning has counted as ready but not started: it is left out here.
+    Asked between steps: in ``on_train_batch_start`` of the next one, whose batch Lightning has
+    counted as ready but not started (it is left out here), or after training.
     """
     epoch_loop = trainer.fit_loop.epoch_loop
     progress = epoch_loop.batch_progress

@@ -9,15 +9,16 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from ..errors import ConfigError
-from .loop_state import validation_follows_step
+from .loop_state import save_between_steps
 
 
 class PeriodicCheckpoint(Callback):
     """Writes ``<dirpath>/<filename>.ckpt`` once ``minutes`` of training have passed since the last write.
 
     Validation writes ``last.ckpt`` too; this covers runs whose validations are far apart (the
-    default config validates every 1,000 steps). Rank 0's clock decides, checked every
-    ``check_every_n_steps`` steps and broadcast, since every rank takes part in saving.
+    default config validates every 1,000 steps). Written between steps, as the Ctrl-C checkpoint
+    is, so a run resumed from it logs every step at its own number. Rank 0's clock decides,
+    checked every ``check_every_n_steps`` steps and broadcast, since every rank takes part in saving.
     """
 
     def __init__(self, dirpath: str, filename: str = "last", minutes: float = 5.0, check_every_n_steps: int = 10) -> None:
@@ -35,10 +36,8 @@ class PeriodicCheckpoint(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         self._since = time.monotonic()  # any checkpoint (a validation's too) restarts the clock
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step % self.check_every != 0:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == 0 or trainer.global_step % self.check_every != 0:
             return
-        due = trainer.strategy.broadcast(time.monotonic() - self._since >= self.seconds, src=0)
-        # not before a validation: its own last.ckpt follows, and one written before it would resume past it
-        if due and not validation_follows_step(trainer):
-            trainer.save_checkpoint(self.path, weights_only=False)
+        if trainer.strategy.broadcast(time.monotonic() - self._since >= self.seconds, src=0):
+            save_between_steps(trainer, self.path)
