@@ -40,23 +40,10 @@ def build_trunk(variant: str, depth: int, args: argparse.Namespace):
     return trunk, torch.randn(args.batch, args.seq, width), torch.randn(args.batch, 128, requires_grad=True)
 
 
-@contextlib.contextmanager
-def counting_saved_bytes():
-    """Within the block, count the bytes autograd saves for backward; yields a list whose one item is the total."""
-    import torch
-
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield total
-
-
 def trunk_loss(trunk, x, cond, count: bool = False):
     """The trunk's forward and a loss on its output; with ``count``, also the bytes saved for backward."""
+    from bijdiff.nn.memory import counting_saved_bytes
+
     with counting_saved_bytes() if count else contextlib.nullcontext([0]) as saved:
         out = trunk(x.requires_grad_(True), cond)
         out = out[0] if isinstance(out, tuple) else out

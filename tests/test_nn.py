@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bijdiff.nn import ActNorm, BijectiveSequential, LULinear, NotInvertibleError, ReversibleBlock, ReversibleStack
+from bijdiff.nn.memory import counting_saved_bytes
 
 
 def perturbed(module: torch.nn.Module, std: float = 0.05, gate_std: float = 0.05, seed: int = 0) -> torch.nn.Module:
@@ -210,17 +211,10 @@ def test_memory_efficient_gradients_equal_plain_autograd(coupling, dtype, dropou
 
 
 def saved_bytes(stack: ReversibleStack, x: torch.Tensor, c: torch.Tensor) -> int:
-    total = 0
-
-    def pack(t: torch.Tensor):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with counting_saved_bytes() as saved:
         y, ld = stack(x, c)
     (y.sum() + ld.sum()).backward()
-    return total
+    return saved[0]
 
 
 def test_memory_efficient_saved_bytes_are_flat_in_depth() -> None:

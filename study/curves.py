@@ -1,6 +1,6 @@
 """Summarise training runs' validation curves as a Markdown table (and optionally a PNG plot).
 
-Usage: python bench/learning_curves.py NAME=RUN_DIR [NAME=RUN_DIR ...] [--png curves.png]
+Usage: python study/curves.py NAME=RUN_DIR [NAME=RUN_DIR ...] [--png curves.png]
 RUN_DIR is a ``train.py`` run directory (it holds ``csv/metrics.csv``).
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Train and evaluate the comparison study, and write the Results tables (docs/results.md) and plots.
 
-    python bench/study.py --train ../shared/data/wikitext-2 --runs runs/study     # the whole study, one command
-    python bench/study.py --runs runs/study [--out bench/results/study] [--readme docs/results.md]   # evaluate only
-    python bench/study.py                                                         # redraw from --out only
+    python study/run.py --train ../shared/data/wikitext-2 --runs runs/study     # the whole study, one command
+    python study/run.py --runs runs/study [--out study/results] [--readme docs/results.md]   # evaluate only
+    python study/run.py                                                         # redraw from --out only
 
 ``--train DATA_DIR`` first trains the study on the offline protocol (train on
 ``wiki.valid.tokens``, validate and test on ``wiki.test.tokens``) into ``--runs``, one Hydra
@@ -26,7 +26,7 @@ graph, ``<name>-sample-ordered.json``;
 ``<name>-invert.json`` for the bijective trunks' inverse exactness; repeat
 runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's validation curve
 (``curves/<name>.csv``) and its parameters and bytes saved for backward (``<name>-memory.json``). Results already in ``--out`` are kept (delete a file to
-redo it). Then it writes the tables (``bench/study_table.py``) into ``--readme`` (default
+redo it). Then it writes the tables (``study/tables.py``) into ``--readme`` (default
 ``docs/results.md``) between the ``<!-- study-tables -->`` markers, the validation curves (``val_nll.png``) and generative
 perplexity against sampling steps (``gen_ppl_vs_steps.png``).
 """
@@ -43,12 +43,12 @@ from typing import Sequence
 import yaml
 from omegaconf import OmegaConf
 
-from learning_curves import median_tokens_per_s, read_curve
-from reversible_memory import counting_saved_bytes
-from study_table import check_readme, write_readme
+from curves import median_tokens_per_s, read_curve
+from tables import check_readme, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's bijdiff, as in the train.py and eval.py runs it starts there
+from bijdiff.nn.memory import counting_saved_bytes  # noqa: E402
 PROTOCOL = "offline protocol, experiment=quick"  # what train_study runs; named in the plots
 
 
@@ -345,7 +345,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, nargs="*", default=[],
                         help="directories holding the study's run directories (none: only redraw plots and tables from --out)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "study")
+    parser.add_argument("--out", type=Path, default=ROOT / "study" / "results")
     parser.add_argument("--readme", type=Path, default=ROOT / "docs" / "results.md",
                         help="the Markdown file whose study-table markers the tables are written between (default: docs/results.md)")
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps (absorbing graph)")

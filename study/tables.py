@@ -1,14 +1,14 @@
 """The Results tables (in ``docs/results.md``) from the study's ``eval.py`` outputs.
 
-    python bench/study_table.py [--dir bench/results/study] [--readme docs/results.md]
+    python study/tables.py [--dir study/results] [--readme docs/results.md]
 
 Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 ``<run>-ppl-first256.json`` (exact likelihood on the first 256 blocks), ``<run>-sample-*.json``
 (samples judged by the AR model), ``<run>-invert.json`` (inverse exactness of a bijective trunk),
-``<run>-seed<N>-ppl.json`` and ``<dir>/<run>-ppl.json`` (repeat
+``<run>-seed<N>-ppl.json`` (repeat
 runs of a row's configuration), ``<run>-memory.json`` (parameters, bytes saved for backward by one
 training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N tokens_per_s=M``, wall time and median training
-speed, as ``bench/study.py`` writes them), and prints the Markdown tables, or with ``--readme FILE``
+speed, as ``study/run.py`` writes them), and prints the Markdown tables, or with ``--readme FILE``
 (``docs/results.md`` for the project's tables) writes them between that file's ``<!-- study-tables -->`` markers. Missing files leave rows out.
 """
 from __future__ import annotations
@@ -119,14 +119,12 @@ def sample_table(directory: Path) -> list[str]:
 
 
 def repeat_table(directory: Path) -> list[str]:
-    """Other runs of a row's configuration: ``<run>-seed<N>-ppl.json`` here, and ``<dir>/<run>-ppl.json``
-    in subdirectories (earlier runs kept with a README that says what produced them)."""
+    """Other seeds of a row's configuration: ``<run>-seed<N>-ppl.json``."""
     rows = ["| model | run | test nats/token |", "| --- | --- | --- |"]
     for run in RUNS:
         main = _load(directory / f"{run}-ppl.json")
         repeats = [(p.stem.removeprefix(f"{run}-").removesuffix("-ppl").replace("seed", "seed "), p)
                    for p in sorted(directory.glob(f"{run}-seed*-ppl.json"))]
-        repeats += [(f"`{p.parent.name}/`", p) for p in sorted(directory.glob(f"*/{run}-ppl.json"))]
         if not repeats:
             continue
         if main is not None:
@@ -173,7 +171,7 @@ def write_readme(readme: Path, directory: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, default=ROOT / "bench" / "results" / "study")
+    parser.add_argument("--dir", type=Path, default=ROOT / "study" / "results")
     parser.add_argument("--readme", type=Path, help="write the tables into this Markdown file (docs/results.md for the project's tables) instead of printing them")
     args = parser.parse_args()
     if args.readme:
