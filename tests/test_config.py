@@ -4,15 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bijdiff import build_model
 from bijdiff.app.train import _instantiate_logger
+from bijdiff.objectives import build_objective
 
 from .conftest import CONF, compose_config
 
-GROUPS = ["model", "diffusion", "data", "trainer", "logger", "callbacks", "experiment", "paths", "hydra"]
+GROUPS = ["model", "diffusion", "diffusion/noise", "data", "trainer", "logger", "callbacks", "experiment", "paths", "hydra"]
 
 
 def options(group: str) -> list[str]:
@@ -22,12 +24,31 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_group_option_composes(group: str, option: str, tmp_path) -> None:
     cfg = compose_config("train", [f"{group}={option}", f"paths.output_dir={tmp_path}"])
-    assert cfg.model.name and cfg.diffusion.graph and cfg.trainer._target_
-    if group in ("model", "diffusion", "experiment"):
+    assert cfg.model.name and cfg.trainer._target_
+    # a denoiser brings the diffusion group; the AR baseline has none (nor time conditioning)
+    assert ("diffusion" in cfg) == ("time_conditioning" in cfg.model) == (cfg.model.name != "ar")
+    if group in ("model", "diffusion", "diffusion/noise", "experiment"):
         model = build_model(cfg)
         # real tokens plus [MASK] (absorbing) or BOS (ar); the uniform graph has no extra state
         rows = cfg.data.vocab_size - (cfg.model.name != "ar" and cfg.diffusion.graph == "uniform")
         assert model.embed.num_embeddings == rows
+        if "diffusion" in cfg:
+            build_objective(OmegaConf.to_container(cfg, resolve=True), model)
+
+
+def test_each_noise_schedule_carries_only_its_own_parameters(tmp_path) -> None:
+    absorb = compose_config("train", [f"paths.output_dir={tmp_path}"]).diffusion.noise
+    uniform = compose_config("train", ["diffusion=uniform", f"paths.output_dir={tmp_path}"]).diffusion.noise
+    assert dict(absorb) == {"name": "loglinear", "eps": 1e-3}
+    assert dict(uniform) == {"name": "geometric", "sigma_min": 1e-4, "sigma_max": 20.0}
+    mixed = compose_config("train", ["diffusion=uniform", "diffusion/noise=loglinear", f"paths.output_dir={tmp_path}"])
+    assert (mixed.diffusion.graph, mixed.diffusion.noise.name) == ("uniform", "loglinear")
+
+
+@pytest.mark.parametrize("override", ["diffusion=uniform", "diffusion.t_min=0.1", "model.time_conditioning=false"])
+def test_model_ar_refuses_keys_it_would_ignore(override: str, tmp_path) -> None:
+    with pytest.raises(ConfigCompositionException, match="Could not override"):
+        compose_config("train", ["model=ar", override, f"paths.output_dir={tmp_path}"])
 
 
 @pytest.mark.parametrize("option", options("trainer"))

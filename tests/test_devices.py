@@ -16,8 +16,8 @@ from bijdiff.diffusion import build_noise, exact_log_likelihood, sample
 from bijdiff.models import build_model
 from bijdiff.objectives import build_objective
 
-DIFFUSION = {"absorb": {"graph": "absorb", "noise": "loglinear", "noise_eps": 1e-3, "sigma_min": 1e-4, "sigma_max": 20.0, "t_min": 1e-3},
-             "uniform": {"graph": "uniform", "noise": "geometric", "noise_eps": 1e-3, "sigma_min": 1e-4, "sigma_max": 20.0, "t_min": 1e-3}}
+DIFFUSION = {"absorb": {"graph": "absorb", "noise": {"name": "loglinear", "eps": 1e-3}, "t_min": 1e-3},
+             "uniform": {"graph": "uniform", "noise": {"name": "geometric", "sigma_min": 1e-4, "sigma_max": 20.0}, "t_min": 1e-3}}
 CASES = [("standard", "absorb"), ("bijective", "absorb"), ("standard", "uniform"), ("bijective", "uniform"), ("ar", "absorb")]
 
 

@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from bijdiff.diffusion import NEVER, Absorbing, LogLinearNoise, dwdse, elbo_nats, stratified_times
+from bijdiff.diffusion import (
+    NEVER, Absorbing, GeometricNoise, LogitScoreModel, LogLinearNoise, build_noise, dwdse, elbo_nats, stratified_times,
+)
 from bijdiff.errors import ConfigError
 
 
@@ -63,7 +65,12 @@ class Uninformed(torch.nn.Module):
         return self.graph.log_score_from_logits(torch.zeros(*x_t.shape, self.graph.num_tokens), x_t, sigma[:, None])
 
 
-class UninformedFast(Uninformed):
+class UninformedFast(Uninformed, LogitScoreModel):
+    """The same model declaring its logits: the closed-form (scored positions only) path."""
+
+    def logits(self, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*x_t.shape, self.graph.num_tokens)
+
     def logits_at(self, x_t: torch.Tensor, sigma: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
         return torch.zeros(int(where.sum()), self.graph.num_tokens)
 
@@ -110,11 +117,28 @@ def test_sample_transition_masks_at_the_right_rate_and_respects_loss_mask() -> N
 
 
 def test_bad_names_and_values_are_config_errors() -> None:
-    from bijdiff.diffusion import build_graph, build_noise
+    from bijdiff.diffusion import build_graph
 
     with pytest.raises(ConfigError, match="unknown diffusion.graph='nope'"):
         build_graph("nope", 10)
     with pytest.raises(ConfigError, match="unknown diffusion.noise"):
-        build_noise({"noise": "cosine"})
+        build_noise({"noise": {"name": "cosine"}})
+    with pytest.raises(ConfigError, match=r"diffusion.noise=loglinear takes \['eps'\], got \['sigma_max'\]"):
+        build_noise({"noise": {"name": "loglinear", "sigma_max": 20.0}})
     with pytest.raises(ConfigError, match="eps"):
         LogLinearNoise(0.0)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ({"noise": {"name": "loglinear", "eps": 0.01}}, LogLinearNoise(0.01)),
+    ({"noise": {"name": "geometric", "sigma_min": 0.001, "sigma_max": 5.0}}, GeometricNoise(0.001, 5.0)),
+    # the shorthand diffusion.noise=NAME: the schedule's defaults
+    ({"noise": "geometric"}, GeometricNoise()),
+    # a checkpoint saved when the schedules' parameters were flat keys of the diffusion group
+    ({"noise": "loglinear", "noise_eps": 0.01, "sigma_min": 1e-4, "sigma_max": 20.0}, LogLinearNoise(0.01)),
+    ({"noise": "geometric", "noise_eps": 1e-3, "sigma_min": 0.001, "sigma_max": 5.0}, GeometricNoise(0.001, 5.0)),
+])
+def test_build_noise_reads_each_schedule_its_own_parameters(spec: dict, expected) -> None:
+    t = torch.linspace(0, 1, 9)
+    for a, b in zip(build_noise(spec)(t), expected(t)):
+        assert torch.equal(a, b)

@@ -129,7 +129,9 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes(wiki_files, tmp_path: Path) -> 
     assert f"to resume: ckpt_path={ckpt}" in output
     step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
     assert step >= 5
-    result = train(tiny_config(wiki_files, out, cache, f"ckpt_path={ckpt}", f"trainer.max_steps={step + 2}"))
+    # the interrupted run's validation schedule: Lightning's restart reads it to place the checkpoint's step
+    result = train(tiny_config(wiki_files, out, cache, f"ckpt_path={ckpt}", f"trainer.max_steps={step + 2}",
+                               "trainer.val_check_interval=100000"))
     assert result["global_step"] == step + 2
     # resumed in its own directory, the run logs the steps after the checkpoint at their own numbers,
     # once; a Ctrl-C that lands after a step's update but before its row was logged loses that row
@@ -175,12 +177,12 @@ def test_too_many_nonfinite_losses_stop_with_a_checkpoint(wiki_files, tmp_path: 
 
 
 def test_an_error_during_validation_checkpoints_the_live_weights_not_the_ema(wiki_files, tmp_path: Path, monkeypatch) -> None:
-    from bijdiff.lit import DiffusionLM
+    from bijdiff.lit import LitLanguageModel
 
     def failing_validation(self, batch, batch_idx):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(DiffusionLM, "validation_step", failing_validation)
+    monkeypatch.setattr(LitLanguageModel, "validation_step", failing_validation)
     with pytest.raises(RuntimeError, match="disk full"):
         train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", "ema.decay=0.9"))
     state = torch.load(tmp_path / "run" / "checkpoints" / "interrupted.ckpt", map_location="cpu", weights_only=False)

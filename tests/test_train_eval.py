@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bijdiff.app.checkpoint import load_module
 from bijdiff.app.evaluate import evaluate
 from bijdiff.app.train import train
 from bijdiff.errors import CheckpointError
+from bijdiff.lit.module import parameter_groups, warmup_cosine
 
 from .conftest import ROOT, compose_config
 
@@ -47,7 +49,7 @@ def test_train_writes_best_and_last_checkpoints(trained) -> None:
 def test_training_logs_the_promised_metrics(trained) -> None:
     result, _ = trained
     header = (Path(result["output_dir"]) / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
-    for key in ("train/loss", "train/tokens_per_s", "train/grad_norm", "val/nll", "val/ppl", "val/ppl_word", "lr-AdamW"):
+    for key in ("train/loss", "train/tokens_per_s", "train/grad_norm", "val/nll", "val/ppl", "val/ppl_word", "lr-AdamW/pg1"):
         assert any(h.startswith(key) for h in header), (key, header)
 
 
@@ -144,3 +146,29 @@ def test_bijective_and_hybrid_train_and_evaluate(model, tiny_train_cfg, tmp_path
     metrics = evaluate(compose_config("eval", [f"ckpt_path={result['best_ckpt']}", f"paths.output_dir={tmp_path / 'eval'}",
                                                f"paths.cache_dir={cfg.paths.cache_dir}", "device=cpu", "eval.t_samples=2"]))
     assert metrics["model"] == model and math.isfinite(metrics["nll_per_token"])
+
+
+@pytest.mark.parametrize("warmup, total", [(0, 100), (1, 24), (50, 500), (200, 20000)])
+def test_the_lr_schedule_is_linear_warmup_then_cosine_to_the_floor(warmup: int, total: int) -> None:
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    scheduler = warmup_cosine(optimizer, warmup, total, floor=0.1)
+    for step in range(total + 1):
+        cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+        expected = 3e-4 * ((step + 1) / warmup if step < warmup else cosine)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9), step
+        optimizer.step()
+        scheduler.step()
+
+
+def test_weight_decay_shrinks_matrices_and_spares_embeddings_norms_and_biases() -> None:
+    model = torch.nn.ModuleDict({"embed": torch.nn.Embedding(5, 4), "proj": torch.nn.Linear(4, 4),
+                                 "norm": torch.nn.LayerNorm(4)})
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay=0.5), lr=0.1)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # a zero gradient: only the decoupled decay can move a parameter
+    optimizer.step()
+    for name, p in model.named_parameters():
+        decayed = name == "proj.weight"
+        expected = before[name] * (1 - 0.1 * 0.5) if decayed else before[name]
+        assert torch.equal(p.detach(), expected), name

@@ -9,11 +9,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import TokenizedSplit, WikiTextDataModule
 from ..errors import CheckpointError
-from ..lit import DiffusionLM
+from ..lit import LitLanguageModel
 from .train import build_datamodule
 
 
-def load_module(ckpt_path: str | Path, use_ema: bool = True) -> DiffusionLM:
+def load_module(ckpt_path: str | Path, use_ema: bool = True) -> LitLanguageModel:
     """Load a training checkpoint; with ``use_ema`` the model holds the EMA weights."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
@@ -21,7 +21,7 @@ def load_module(ckpt_path: str | Path, use_ema: bool = True) -> DiffusionLM:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         hparams = ckpt["hyper_parameters"]
-        module = DiffusionLM(hparams["cfg"], hparams["num_tokens"])
+        module = LitLanguageModel(hparams["cfg"], hparams["num_tokens"])
         module.load_state_dict(ckpt["state_dict"])
         module.on_load_checkpoint(ckpt)
         module.extra_state["global_step"] = ckpt.get("global_step")
@@ -47,13 +47,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_split(cfg: DictConfig, module: DiffusionLM) -> tuple[WikiTextDataModule, TokenizedSplit, dict[str, Any]]:
+def load_split(cfg: DictConfig, module: LitLanguageModel) -> tuple[WikiTextDataModule, TokenizedSplit, dict[str, Any]]:
     """The evaluation split ``cfg.split``, tokenised with the checkpoint's tokenizer.
 
     The file is ``cfg.data.files.<split>`` if given, else the one the run trained with (the
     validation file standing in for a test file the run never named), else the hub.
     """
-    data_cfg = dict(module.hparams["cfg"]["data"])
+    data_cfg = {"_target_": "bijdiff.data.WikiTextDataModule"} | module.hparams["cfg"]["data"]  # older checkpoints name no class
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "files"}
     stored = data_cfg.get("files") or {}
     given = {k: v for k, v in (cfg.data.files or {}).items() if v}

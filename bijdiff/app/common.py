@@ -1,12 +1,9 @@
 """Small pieces the train and eval applications share."""
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig
@@ -15,21 +12,6 @@ from omegaconf.errors import MissingMandatoryValue
 from ..errors import USER_ERRORS
 
 log = logging.getLogger("bijdiff")
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write to a temporary file and rename it, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """``payload`` as indented JSON, written atomically."""
-    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def run_cli(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:

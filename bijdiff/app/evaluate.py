@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -15,19 +14,15 @@ from torch.utils.data import DataLoader, Subset
 from ..data import unigram_nll
 from ..diffusion import exact_log_likelihood
 from ..errors import ConfigError
-from ..lit import DiffusionLM
+from ..io import write_json_atomic
+from ..lit import LitLanguageModel
+from ..progress import Progress
 from .checkpoint import load_module, load_split, pick_device
-from .common import count_parameters, log, quiet_third_party_notices, write_json_atomic
+from .common import count_parameters, log, quiet_third_party_notices
 from .rundir import claim_run_directory
 
 
-def report_progress(what: str, done: int, total: int, start: float) -> None:
-    """A plain progress line about every tenth of the work (stderr, so metrics output stays clean)."""
-    if done % max(1, total // 10) == 0 or done == total:
-        print(f"{what}: {done}/{total}, {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
-
-
-def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+def likelihood_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """``−log p`` of the whole split: the ELBO bound (diffusion), exact (AR, or ``eval.exact`` on absorbing)."""
     e = cfg.eval
     if e.t_samples < 1:
@@ -48,7 +43,7 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
     samples = int(e.t_samples) if objective.is_bound else 1
     means, variances, counted, exact_nats, tokens = [], [], [], 0.0, 0
     seconds = {"bound": 0.0, "exact": 0.0}
-    start = time.perf_counter()
+    progress = Progress("eval", len(loader))
     for i, batch in enumerate(loader):
         x0, mask = batch["input_ids"].to(device), batch["loss_mask"].to(device)
         tick = time.perf_counter()
@@ -65,7 +60,7 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
         tokens += int(mask.sum())
         if subset:
             counted.append(batch["input_ids"][batch["loss_mask"]])
-        report_progress("eval", i + 1, len(loader), start)
+        progress.update(i + 1)
     if not subset and tokens != split.n_tokens:
         raise RuntimeError(f"evaluation counted {tokens} tokens but the split has {split.n_tokens}")
     total = float(torch.cat(means).sum())
@@ -111,7 +106,7 @@ def likelihood_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Mod
     return metrics
 
 
-def print_likelihood_table(metrics: dict[str, Any], module: DiffusionLM) -> None:
+def print_likelihood_table(metrics: dict[str, Any], module: LitLanguageModel) -> None:
     """A small rich table: bound and exact values next to the unigram reference."""
     from rich.console import Console
     from rich.table import Table

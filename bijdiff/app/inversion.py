@@ -7,18 +7,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from ..lit import DiffusionLM
+from ..lit import LitLanguageModel
 from ..lit.invertibility import trunk_round_trip
+from ..models import Denoiser
 from ..nn import NotInvertibleError
 from .checkpoint import load_split
 
 
-def inversion_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+def inversion_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """Reconstruction error (fp32 and fp64), log-det statistics and token round trip over ``invert.batches``."""
-    if not getattr(model, "bijective", False):
-        if hasattr(model, "backbone") and hasattr(model.backbone, "inverse"):
-            model.backbone.inverse(None)  # raises NotInvertibleError naming the standard layers
+    if not isinstance(model, Denoiser):
         raise NotInvertibleError(f"model={module.hparams['cfg']['model']['name']} has no invertible trunk: use a model=bijective checkpoint")
+    model.require_bijective()
     datamodule, _, _ = load_split(cfg, module)
     model64 = copy.deepcopy(model).double()
     stats: dict[str, list[float]] = {}

@@ -16,7 +16,7 @@ from typing import Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from .common import write_text_atomic
+from ..io import write_text_atomic
 
 try:
     import fcntl

@@ -15,9 +15,11 @@ from tokenizers import Tokenizer
 from ..data.tokenizer import decode_ids
 from ..diffusion import SAMPLERS
 from ..errors import ConfigError
-from ..lit import DiffusionLM
+from ..io import write_text_atomic
+from ..lit import LitLanguageModel
+from ..progress import Progress
 from .checkpoint import load_module
-from .common import log, write_text_atomic
+from .common import log
 
 
 def sample_statistics(ids: torch.Tensor) -> dict[str, float]:
@@ -35,7 +37,7 @@ def sample_statistics(ids: torch.Tensor) -> dict[str, float]:
     return stats
 
 
-def judge_nll(judge_ckpt: str, module: DiffusionLM, ids: torch.Tensor, device: torch.device, batch_size: int) -> dict[str, Any]:
+def judge_nll(judge_ckpt: str, module: LitLanguageModel, ids: torch.Tensor, device: torch.device, batch_size: int) -> dict[str, Any]:
     """Generative perplexity: ``exp`` of the judge's (an AR checkpoint's) exact NLL per token of the samples."""
     judge = load_module(judge_ckpt)
     if judge.objective.is_bound:
@@ -53,7 +55,7 @@ def judge_nll(judge_ckpt: str, module: DiffusionLM, ids: torch.Tensor, device: t
             "gen_ppl": math.exp(nats / ids.numel())}
 
 
-def sample_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+def sample_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
     """Draw ``sample.num_samples`` sequences; JSONL, entropy, distinct-n, tokens/s, judge perplexity."""
     s = cfg.sample
     is_ar = not module.objective.is_bound
@@ -64,13 +66,13 @@ def sample_metrics(cfg: DictConfig, module: DiffusionLM, model: torch.nn.Module,
     temperature = float(s.temperature)
     length = int(s.length or module.hparams["cfg"]["data"]["seq_len"])
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
-    chunks, calls, start = [], 0.0, time.perf_counter()
+    chunks, calls, progress, start = [], 0.0, Progress("sample", int(s.num_samples)), time.perf_counter()
     for first in range(0, int(s.num_samples), int(s.batch_size)):
         shape = (min(int(s.batch_size), int(s.num_samples) - first), length)
         stats: dict[str, float] = {}
         chunks.append(module.objective.sample(model, shape, int(s.steps), s.sampler, device, generator, stats, temperature).cpu())
         calls += stats["network_calls_per_sample"] * shape[0]
-        print(f"sample: {first + shape[0]}/{s.num_samples}, {time.perf_counter() - start:.0f}s", flush=True)
+        progress.update(first + shape[0])
     seconds = time.perf_counter() - start
     ids = torch.cat(chunks)
     sampler = "ancestral" if is_ar else s.sampler

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import WikiTextDataModule
 from ..errors import CheckpointError
-from ..lit import DiffusionLM
+from ..lit import LitLanguageModel
 from ..lit.loggers import ResumableCSVLogger
 from ..lit.loop_state import save_between_steps
 from ..models import describe_model, model_label
@@ -23,29 +23,13 @@ from .common import log, quiet_third_party_notices
 from .preflight import available_accelerators, check_accelerator, check_numbers
 from .rundir import RunDirectory, claim_run_directory, launch_rank
 
-MODULE_GROUPS = ("model", "diffusion", "optim", "ema", "eval", "data")
+MODULE_GROUPS = ("model", "diffusion", "optim", "ema", "eval", "data")  # diffusion: absent under model=ar
 CPU_PRESET_STEPS = 500  # conf/experiment/quick.yaml
 
 
 def build_datamodule(data_cfg: DictConfig | dict, **overrides: Any) -> WikiTextDataModule:
-    """The WikiText-2 data module from the ``data`` config group."""
-    d = dict(OmegaConf.to_container(data_cfg, resolve=True)) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
-    d.update(overrides)
-    files = d.get("files") or {}
-    files = {k: str(Path(v).expanduser().resolve()) for k, v in files.items() if v}
-    return WikiTextDataModule(
-        files=files,
-        hub_name=d["hub_name"],
-        hub_config=d["hub_config"],
-        vocab_size=d["vocab_size"],
-        seq_len=d["seq_len"],
-        batch_size=d["batch_size"],
-        eval_batch_size=d["eval_batch_size"],
-        num_workers=d["num_workers"],
-        cache_dir=d["cache_dir"],
-        tokenizer_json=d.get("tokenizer_json"),
-        seed=d.get("seed", 0),
-    )
+    """The data module the ``data`` config group names by ``_target_``, with ``overrides`` on top."""
+    return instantiate(data_cfg, **overrides, _convert_="all")
 
 
 def resume_step(ckpt_path: str | None) -> int | None:
@@ -92,7 +76,7 @@ def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
     datamodule.setup("fit")
     log.info("data: %s", datamodule.describe())
 
-    module = DiffusionLM({k: plain[k] for k in MODULE_GROUPS}, num_tokens=datamodule.num_tokens, seed=cfg.seed)
+    module = LitLanguageModel({k: plain[k] for k in MODULE_GROUPS if k in plain}, num_tokens=datamodule.num_tokens, seed=cfg.seed)
     module.words_per_token = datamodule.words_per_token("validation")
     module.extra_state = {
         "tokenizer": datamodule.tokenizer_json,
@@ -149,7 +133,7 @@ def _instantiate_logger(lg_cfg: DictConfig, plain: dict[str, Any]) -> Any:
     return instantiate(lg_cfg)
 
 
-def run_summary(cfg: DictConfig, module: DiffusionLM, checkpoint: ModelCheckpoint | None, result: dict[str, Any]) -> str:
+def run_summary(cfg: DictConfig, module: LitLanguageModel, checkpoint: ModelCheckpoint | None, result: dict[str, Any]) -> str:
     """The end-of-run line: the best validation NLL (a bound, or exact for AR) and where the files are."""
     what = "NLL bound" if module.objective.is_bound else "NLL (exact)"
     best = result["best_val_nll"]

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from .blocks import EvalBlocks, TrainBlocks
 from .sampler import ResumableSampler
 from ..errors import ConfigError, DataError
+from ..io import atomic_path
 from .text import HUB_CONFIG, HUB_NAME, SPLITS, count_words, lines_digest, load_hub_lines, read_lines
 from .tokenizer import MASK, encode_lines, load_or_train_tokenizer
 
@@ -64,7 +65,7 @@ class WikiTextDataModule(L.LightningDataModule):
             raise ConfigError(f"data.seq_len must be ≥ 2, got {seq_len}")
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be ≥ 1")
-        self.files = {k: v for k, v in dict(files or {}).items() if v}
+        self.files = {k: str(Path(v).expanduser().resolve()) for k, v in dict(files or {}).items() if v}
         self.hub_name, self.hub_config = hub_name, hub_config
         self.vocab_size = vocab_size
         self.seq_len = seq_len
@@ -114,10 +115,8 @@ class WikiTextDataModule(L.LightningDataModule):
             log.info("data: %s tokens from cache %s", split, path)
         else:
             ids = np.asarray(encode_lines(self.tokenizer, lines), dtype=np.int32)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
-            np.save(tmp, ids)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                np.save(tmp, ids)
             log.info("data: tokenised %s (%d tokens), cached at %s", split, len(ids), path)
         return TokenizedSplit(ids=ids, n_words=count_words(lines), n_lines=len(lines))
 
@@ -199,6 +198,7 @@ class WikiTextDataModule(L.LightningDataModule):
         if trainer is None:
             return {}
         # processed, not ready: a batch interrupted mid-step is trained again after resuming
+        # (Lightning's loop progress counters: internal API, pinned range in pyproject.toml)
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         return {"epoch": trainer.current_epoch, "batches_done": progress.processed, "seed": self.seed}
 

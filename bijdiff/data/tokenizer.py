@@ -4,12 +4,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from ..errors import ConfigError
+from ..io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,8 @@ def load_or_train_tokenizer(lines: Sequence[str], vocab_size: int, data_digest: 
         return Tokenizer.from_file(str(path))
     log.info("tokenizer: training byte-level BPE (vocab %d) on %d lines", vocab_size, len(lines))
     tok = train_tokenizer(lines, vocab_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
     log.info("tokenizer: saved to %s", path)
     return tok
 

@@ -1,4 +1,5 @@
 """Discrete diffusion in pure torch: graphs, noise schedules, the DWDSE loss, likelihoods, samplers."""
+from .contract import LogitScoreModel, ScoreModel
 from .graph import GRAPHS, NEVER, Absorbing, Graph, Uniform, build_graph
 from .likelihood import elbo_nats, exact_log_likelihood, ordered_sigma, position_log_probs
 from .loss import dwdse, stratified_times
@@ -10,10 +11,12 @@ __all__ = [
     "NEVER",
     "NOISES",
     "SAMPLERS",
+    "ScoreModel",
     "Absorbing",
     "GeometricNoise",
     "Graph",
     "LogLinearNoise",
+    "LogitScoreModel",
     "Noise",
     "Uniform",
     "build_graph",

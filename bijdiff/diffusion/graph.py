@@ -73,9 +73,9 @@ class Graph(ABC):
 
     @abstractmethod
     def reverse_probs(
-        self, score: torch.Tensor, x_t: torch.Tensor, dsigma: torch.Tensor, method: str
+        self, score: torch.Tensor, x_t: torch.Tensor, sigma_step: torch.Tensor, method: str
     ) -> torch.Tensor:
-        """Unnormalised ``p(x_s = y | x_t)`` ``[..., dim]`` for one reverse step of ``dsigma = σ̄_t − σ̄_s``.
+        """Unnormalised ``p(x_s = y | x_t)`` ``[..., dim]`` for one reverse step of ``sigma_step = σ̄_t − σ̄_s``.
 
         ``score`` holds the (exponentiated) scores ``[..., dim]``; ``method`` is ``euler`` (first
         order in the reverse rates) or ``analytic`` (Tweedie τ-leaping).
@@ -199,12 +199,12 @@ class Absorbing(Graph):
         masked = -torch.expm1(-sigma_min.float())
         return masked * math.log(self.num_tokens) * loss_mask.float().sum(-1)
 
-    def reverse_probs(self, score: torch.Tensor, x_t: torch.Tensor, dsigma: torch.Tensor, method: str) -> torch.Tensor:
+    def reverse_probs(self, score: torch.Tensor, x_t: torch.Tensor, sigma_step: torch.Tensor, method: str) -> torch.Tensor:
         """At ``[MASK]``: ``p(y) = c · s_y`` for real ``y``, with ``c = Δσ`` (Euler) or ``e^{Δσ} − 1``
         (analytic, exact for exact scores); the rest stays masked. Real tokens never move."""
         _check_method(method)
-        dsigma = _per_position(dsigma.to(score.dtype), score)
-        factor = dsigma if method == "euler" else torch.expm1(dsigma)
+        step = _per_position(sigma_step.to(score.dtype), score)
+        factor = step if method == "euler" else torch.expm1(step)
         real = (factor * score[..., : self.num_tokens]).clamp_min(0.0)
         stay = (1.0 - real.sum(-1, keepdim=True)).clamp_min(0.0)
         probs = torch.cat([real, stay], dim=-1)
@@ -300,19 +300,19 @@ class Uniform(Graph):
         entropy = -torch.xlogy(torch.exp(log_same), torch.exp(log_same)) - (n - 1) * torch.xlogy(torch.exp(log_other), torch.exp(log_other))
         return entropy * loss_mask.float().sum(-1)
 
-    def reverse_probs(self, score, x_t, dsigma, method):
+    def reverse_probs(self, score, x_t, sigma_step, method):
         """Euler: ``p(y) = Δσ s_y / N`` for ``y ≠ x_t``. Analytic (Tweedie):
         ``p(y) ∝ [e^{−ΔσQ} s]_y · [e^{ΔσQ}]_{y→x_t}`` with ``e^{τQ} = e^{−τ} I + (1 − e^{−τ}) 11ᵀ/N``."""
         _check_method(method)
         n = self.num_tokens
-        dsigma = _per_position(dsigma.to(score.dtype), score)
+        step = _per_position(sigma_step.to(score.dtype), score)
         current = torch.nn.functional.one_hot(x_t, n).to(score.dtype)
         if method == "euler":
-            moves = (dsigma * score / n).clamp_min(0.0) * (1.0 - current)
+            moves = (step * score / n).clamp_min(0.0) * (1.0 - current)
             return moves + current * (1.0 - moves.sum(-1, keepdim=True)).clamp_min(0.0)
         score = score * (1.0 - current) + current  # s_{x_t} = 1
-        staggered = torch.exp(dsigma) * score - torch.expm1(dsigma) * score.mean(-1, keepdim=True)
-        transposed = torch.exp(-dsigma) * current - torch.expm1(-dsigma) / n
+        staggered = torch.exp(step) * score - torch.expm1(step) * score.mean(-1, keepdim=True)
+        transposed = torch.exp(-step) * current - torch.expm1(-step) / n
         return (staggered * transposed).clamp_min(0.0)
 
 

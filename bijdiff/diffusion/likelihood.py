@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import torch
 
+from .contract import LogitScoreModel, ScoreModel
 from .graph import Graph
-from .loss import Denoiser, dwdse, stratified_times
+from .loss import dwdse, stratified_times
 from .noise import Noise
 
 
 @torch.no_grad()
 def elbo_nats(
-    model: Denoiser,
+    model: ScoreModel,
     graph: Graph,
     noise: Noise,
     x0: torch.Tensor,
@@ -46,14 +47,14 @@ def ordered_sigma(n_masked: torch.Tensor, length: int, noise: Noise) -> torch.Te
     return torch.minimum(-torch.log1p(-frac.clamp_max(1.0 - 1e-7)), cap)
 
 
-def position_log_probs(model: Denoiser, graph: Graph, x_t: torch.Tensor, sigma: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+def position_log_probs(model: ScoreModel, graph: Graph, x_t: torch.Tensor, sigma: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """``log p_θ(x_i = y | x_t)`` over real tokens ``[M, num_tokens]`` at the ``M`` positions ``where``.
 
-    The denoiser's scores at a position, normalised over the real tokens: for the built-in
-    denoisers that is ``log_softmax`` of the head's logits (computed only at those positions);
-    any other model with the denoiser contract is normalised from its full log-scores.
+    The denoiser's scores at a position, normalised over the real tokens: for a
+    ``LogitScoreModel`` that is ``log_softmax`` of the head's logits (computed only at those
+    positions); any other ``ScoreModel`` is normalised from its full log-scores.
     """
-    if hasattr(model, "logits_at"):
+    if isinstance(model, LogitScoreModel):
         logits = model.logits_at(x_t, sigma, where)
     else:
         logits = model(x_t, sigma)[where][:, : graph.num_tokens]
@@ -62,7 +63,7 @@ def position_log_probs(model: Denoiser, graph: Graph, x_t: torch.Tensor, sigma: 
 
 @torch.no_grad()
 def exact_log_likelihood(
-    model: Denoiser,
+    model: ScoreModel,
     graph: Graph,
     noise: Noise,
     x0: torch.Tensor,

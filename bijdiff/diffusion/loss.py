@@ -1,14 +1,11 @@
 """The DWDSE objective: time-weighted score entropy, the SEDD training loss and ELBO integrand."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
+from .contract import LogitScoreModel, ScoreModel
 from .graph import Graph
 from .noise import Noise
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def stratified_times(
@@ -31,7 +28,7 @@ def stratified_times(
 
 
 def dwdse(
-    model: Denoiser,
+    model: ScoreModel,
     graph: Graph,
     noise: Noise,
     x0: torch.Tensor,
@@ -44,13 +41,13 @@ def dwdse(
     ``σ̄'(t) · Σ_i score_entropy_i``, an unbiased single-sample estimate of the ELBO integrand;
     its mean over t ~ U[0, 1] plus the prior KL bounds ``−log p(x0)``. Computed in fp32.
 
-    A model with ``logits_at(x_t, sigma, where)`` (the built-in denoisers) is scored only at the
-    positions that can contribute, through the graph's closed form; any other callable with the
-    denoiser contract goes through the full log-scores and ``graph.score_entropy``.
+    A ``LogitScoreModel`` (the built-in denoisers) is scored only at the positions that can
+    contribute, through the graph's closed form; any other ``ScoreModel`` goes through the full
+    log-scores and ``graph.score_entropy``.
     """
-    sigma, dsigma = noise(t)
+    sigma, sigma_rate = noise(t)
     x_t = graph.sample_transition(x0, sigma, loss_mask, generator)
-    if hasattr(model, "logits_at"):
+    if isinstance(model, LogitScoreModel):
         where = graph.scored_positions(x_t)
         rows = graph.score_entropy_from_logits(
             model.logits_at(x_t, sigma, where), sigma[:, None].expand_as(x_t)[where], x_t[where], x0[where]
@@ -59,4 +56,4 @@ def dwdse(
         per_sequence = torch.zeros(x0.shape[0], device=x0.device).index_add_(0, batch_index, rows)
     else:
         per_sequence = graph.score_entropy(model(x_t, sigma).float(), sigma, x_t, x0).sum(-1)
-    return dsigma * per_sequence
+    return sigma_rate * per_sequence

@@ -1,6 +1,7 @@
 """Noise schedules: total noise σ̄(t) and its rate dσ̄/dt for t in [0, 1]."""
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Any, Mapping
@@ -35,7 +36,7 @@ class LogLinearNoise(Noise):
 
     def __init__(self, eps: float = 1e-3) -> None:
         if not 0.0 < eps < 1.0:
-            raise ConfigError(f"noise.eps must lie in (0, 1), got {eps}")
+            raise ConfigError(f"diffusion.noise.eps must lie in (0, 1), got {eps}")
         self.eps = eps
 
     def total(self, t: torch.Tensor) -> torch.Tensor:
@@ -54,7 +55,7 @@ class GeometricNoise(Noise):
 
     def __init__(self, sigma_min: float = 1e-4, sigma_max: float = 20.0) -> None:
         if not 0.0 < sigma_min < sigma_max:
-            raise ConfigError(f"need 0 < diffusion.sigma_min < diffusion.sigma_max, got {sigma_min}, {sigma_max}")
+            raise ConfigError(f"need 0 < diffusion.noise.sigma_min < diffusion.noise.sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
         self.log_ratio = math.log(sigma_max / sigma_min)
 
@@ -65,14 +66,23 @@ class GeometricNoise(Noise):
         return self.total(t) * self.log_ratio
 
 
-NOISES = {"loglinear": LogLinearNoise, "geometric": GeometricNoise}
+NOISES: dict[str, type[Noise]] = {"loglinear": LogLinearNoise, "geometric": GeometricNoise}
+
+# A bare name in diffusion.noise: the shorthand diffusion.noise=NAME (the schedule's defaults), or
+# a checkpoint saved when each schedule's parameters were flat keys of the diffusion group.
+_FLAT_KEYS = {"loglinear": {"eps": "noise_eps"}, "geometric": {"sigma_min": "sigma_min", "sigma_max": "sigma_max"}}
 
 
 def build_noise(d: Mapping[str, Any]) -> Noise:
-    """The schedule ``diffusion.noise`` with its own parameters from the ``diffusion`` group."""
-    name = d["noise"]
-    if name == "loglinear":
-        return LogLinearNoise(float(d["noise_eps"]))
-    if name == "geometric":
-        return GeometricNoise(float(d["sigma_min"]), float(d["sigma_max"]))
-    raise ConfigError(f"unknown diffusion.noise={name!r}; choose one of {sorted(NOISES)}")
+    """The schedule ``diffusion.noise`` (``{name, its own parameters}``, ``conf/diffusion/noise/``) from ``NOISES``."""
+    spec = d["noise"]
+    if isinstance(spec, str):
+        spec = {"name": spec} | {key: d[flat] for key, flat in _FLAT_KEYS.get(spec, {}).items() if flat in d}
+    params = {k: v for k, v in spec.items() if k != "name"}
+    if spec["name"] not in NOISES:
+        raise ConfigError(f"unknown diffusion.noise={spec['name']!r}; choose one of {sorted(NOISES)}")
+    cls = NOISES[spec["name"]]
+    accepted = list(inspect.signature(cls).parameters)
+    if set(params) - set(accepted):
+        raise ConfigError(f"diffusion.noise={spec['name']} takes {accepted}, got {sorted(params)}")
+    return cls(**{k: float(v) for k, v in params.items()})

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from .contract import LogitScoreModel, ScoreModel
 from .graph import Graph
 from .likelihood import ordered_sigma, position_log_probs
-from .loss import Denoiser
 from .noise import Noise
 
 SAMPLERS = ("euler", "analytic", "ordered")
@@ -25,7 +25,7 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
 
 @torch.no_grad()
 def sample(
-    model: Denoiser,
+    model: ScoreModel,
     graph: Graph,
     noise: Noise,
     shape: tuple[int, int],
@@ -43,7 +43,7 @@ def sample(
     position per network call, left to right: exactly the model ``exact_log_likelihood`` scores
     (``steps`` is then the sequence length).
 
-    Under the absorbing graph a ``Denoiser`` (a model with ``logits``) is sampled by
+    Under the absorbing graph a ``LogitScoreModel`` is sampled by
     ``_sample_unmasking``: the same law, but a sequence goes through the network only at the
     steps where one of its positions unmasks, at most ``L + 1`` calls whatever ``steps`` is.
     Other models and the uniform graph take every step at every position (``steps + 1`` calls).
@@ -60,7 +60,7 @@ def sample(
         raise ConfigError(f"sampling steps must be ≥ 1, got {steps}")
     times = torch.linspace(1.0, t_end, steps + 1, device=device)
     sigmas = noise.total(times)
-    if graph.absorbing and hasattr(model, "logits"):
+    if graph.absorbing and isinstance(model, LogitScoreModel):
         x, calls = _sample_unmasking(model, graph, sigmas, shape, method, device, generator)
     else:
         x, calls = _sample_generic(model, graph, sigmas, shape, method, device, generator)
@@ -101,8 +101,8 @@ def _sample_unmasking(model, graph, sigmas, shape, method, device, generator) ->
         sigma = sigmas[k]
         masked = x == graph.mask_id
         if k + 1 < len(sigmas):
-            dsigma = (sigma - sigmas[k + 1]).to(dtype)
-            factor = dsigma if method == "euler" else torch.expm1(dsigma)
+            sigma_step = (sigma - sigmas[k + 1]).to(dtype)
+            factor = sigma_step if method == "euler" else torch.expm1(sigma_step)
             p_unmask = (factor / torch.expm1(sigma.to(dtype))).clamp(0.0, 1.0)
             u = torch.rand(shape, dtype=dtype, device=device, generator=generator)
             unmask = masked & (u < p_unmask)

@@ -1,5 +1,5 @@
 """Lightning glue: the training module, EMA, progress and loggers."""
 from .ema import EMA
-from .module import DiffusionLM
+from .module import LitLanguageModel
 
-__all__ = ["EMA", "DiffusionLM"]
+__all__ = ["EMA", "LitLanguageModel"]

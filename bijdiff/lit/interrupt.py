@@ -1,4 +1,8 @@
-"""A checkpoint written when training stops early (Ctrl-C, NaN limit, a crash), and how to resume."""
+"""A checkpoint written when training stops early (Ctrl-C, NaN limit, a crash), and how to resume.
+
+Private Lightning names (pinned range in pyproject.toml): the checkpoint's ``loops`` layout (batch progress,
+``_batches_that_stepped``).
+"""
 from __future__ import annotations
 
 import logging

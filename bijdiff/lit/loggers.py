@@ -1,4 +1,8 @@
-"""Loggers that need a decision at run time: W&B online or offline, CSV rows kept on resume."""
+"""Loggers that need a decision at run time: W&B online or offline, CSV rows kept on resume.
+
+Private Lightning names (pinned range in pyproject.toml): ``CSVLogger._experiment``, ``ExperimentWriter.metrics_keys``,
+``WandbLogger._wandb_init``.
+"""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,9 @@
-"""What Lightning's training loop will do next, read from its own state (for checkpoints written between steps)."""
+"""What Lightning's training loop will do next, read from its own state (for checkpoints written between steps).
+
+Private Lightning names (pinned range in pyproject.toml): ``Trainer._checkpoint_connector.dump_checkpoint``,
+``_TrainingEpochLoop._should_check_val_fx``, ``_FitLoop._data_fetcher``, the batch-progress counters
+and ``_batches_that_stepped`` in the checkpoint's ``loops`` entry.
+"""
 from __future__ import annotations
 
 import lightning as L

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import warnings
 from typing import Any, Mapping
@@ -10,6 +9,7 @@ from typing import Any, Mapping
 import lightning as L
 import torch
 from lightning.pytorch.utilities import grad_norm
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 from torchmetrics.aggregation import SumMetric
 
 from ..errors import NonFiniteLossError
@@ -18,11 +18,12 @@ from ..objectives import build_objective
 from .ema import EMA
 
 
-class DiffusionLM(L.LightningModule):
-    """Trains a denoiser with the DWDSE loss and validates it with the ELBO (nats/token).
+class LitLanguageModel(L.LightningModule):
+    """Trains a language model and validates its likelihood (nats/token): a SEDD denoiser or the AR baseline.
 
-    With ``model=ar`` the same module trains the autoregressive baseline (next-token loss,
-    exact validation NLL): the objective is the only difference. ``cfg`` holds the ``model``,
+    A denoiser trains with the DWDSE loss and validates with the ELBO; with ``model=ar`` the
+    module trains the autoregressive baseline (next-token loss, exact validation NLL): the
+    objective is the only difference. ``cfg`` holds the ``model``,
     ``diffusion``, ``optim``, ``ema`` and ``eval`` groups as plain dicts; ``num_tokens`` is the
     tokenizer's real vocabulary (``[MASK]`` excluded). ``seed`` keys the training randomness.
 
@@ -105,25 +106,10 @@ class DiffusionLM(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.cfg["optim"]
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o["lr"],
-            betas=tuple(o["betas"]),
-            eps=o["eps"],
-        )
+        groups = parameter_groups(self.model, float(o["weight_decay"]))
+        optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup, floor = int(o["warmup_steps"]), float(o["min_lr_ratio"])
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = warmup_cosine(optimizer, int(o["warmup_steps"]), total, float(o["min_lr_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- validation: the ELBO with EMA weights -----------------------------------------------
@@ -163,6 +149,24 @@ class DiffusionLM(L.LightningModule):
         self.words_per_token = extra.pop("words_per_token", None)
         self.nonfinite_steps = int(extra.pop("nonfinite_steps", 0))  # the limit counts across resumes
         self.extra_state = extra
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decoupled decay on the weight matrices; embeddings, norms and biases are not decayed."""
+    decayed = {name for name, p in model.named_parameters() if p.ndim >= 2 and "embed" not in name}
+    params = dict(model.named_parameters())
+    return [{"params": [params[n] for n in params if n in decayed], "weight_decay": weight_decay},
+            {"params": [params[n] for n in params if n not in decayed], "weight_decay": 0.0}]
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float) -> LRScheduler:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` × lr at step ``total``."""
+    lr = optimizer.param_groups[0]["lr"]
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=lr * floor)
+    if warmup == 0:
+        return cosine
+    linear = LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup - 1)  # (step + 1) / warmup
+    return SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
 
 
 def training_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:

@@ -1,4 +1,7 @@
-"""Progress reporting: rich bars on a terminal, plain lines (for logs and CI) otherwise."""
+"""Progress reporting: rich bars on a terminal, plain lines (for logs and CI) otherwise.
+
+Private Lightning names (pinned range in pyproject.toml): ``RichProgressBar._get_train_description``.
+"""
 from __future__ import annotations
 
 import sys
@@ -8,6 +11,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from ..errors import ConfigError
+from ..progress import progress_line
 
 
 class PlainProgress(ProgressBar):
@@ -37,12 +41,9 @@ class PlainProgress(ProgressBar):
         m = trainer.callback_metrics
         elapsed = time.perf_counter() - (self._start or time.perf_counter())
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-        done = step - self._start_step
-        eta = f" eta {_clock(elapsed / done * (total - step))}" if total and done > 0 else ""
         loss = f" loss {float(m['train/loss']):.4f}" if "train/loss" in m else ""
         speed = f" {float(m['train/tokens_per_s']):,.0f} tok/s" if "train/tokens_per_s" in m else ""
-        of = f"/{total}" if total else ""
-        print(f"step {step}{of}{loss}{speed} elapsed {_clock(elapsed)}{eta}", flush=True)
+        print(progress_line("step", step, total, elapsed, counted=step - self._start_step, details=loss + speed), flush=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
@@ -59,11 +60,6 @@ class StepRichProgressBar(RichProgressBar):
         if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
             return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"
         return super()._get_train_description(current_epoch)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def progress_bar(style: str = "auto", every: int = 50) -> ProgressBar:

@@ -19,7 +19,8 @@ class AutoregressiveLM(nn.Module):
     which diffusion models drive with the noise level, here reads one learned vector.
     """
 
-    bijective = False
+    #: no invertible trunk (``Denoiser.bijective`` is the same question asked of a denoiser)
+    bijective: bool = False
 
     def __init__(self, num_tokens: int, d_model: int, cond_dim: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()

@@ -69,7 +69,8 @@ def describe_model(cfg: Mapping[str, Any], model: Denoiser | AutoregressiveLM) -
     params = sum(p.numel() for p in model.parameters())
     standard_cfg = {
         "model": {k: m[k] for k in ("d_model", "n_heads", "mlp_ratio", "dropout", "cond_dim")} | {"name": "standard", "n_layers": n_total},
-        "diffusion": cfg["diffusion"],
+        # the AR model's BOS row counts like [MASK]: it is compared with an absorbing-graph denoiser
+        "diffusion": cfg.get("diffusion", {"graph": "absorb"}),
     }
     num_tokens = model.num_tokens if m["name"] == "ar" else model.graph.num_tokens
     reference = sum(p.numel() for p in build_model(standard_cfg, num_tokens).parameters())

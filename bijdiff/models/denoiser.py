@@ -4,14 +4,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..diffusion.graph import Absorbing
+from ..diffusion.contract import LogitScoreModel
+from ..diffusion.graph import Graph
 from ..nn import Bijection
 from ..nn.layers import OutputHead, TimestepEmbedding
 from .trunks import merge_streams, split_streams
 
 
-class Denoiser(nn.Module):
-    """``model(x_t: Long[B, L], sigma: Float[B]) -> Float[B, L, graph.dim]`` log-scores.
+class Denoiser(nn.Module, LogitScoreModel):
+    """``model(x_t: Long[B, L], sigma: Float[B]) -> Float[B, L, graph.dim]`` log-scores, made from head logits.
 
     The trunk (``backbone``) maps embeddings to features under the time conditioning
     ``cond = embed(σ̄)``; the graph turns the head's logits into log-scores. A bijective backbone
@@ -22,7 +23,7 @@ class Denoiser(nn.Module):
     """
 
     def __init__(
-        self, graph: Absorbing, backbone: nn.Module, d_model: int, cond_dim: int, merge: str = "residual",
+        self, graph: Graph, backbone: nn.Module, d_model: int, cond_dim: int, merge: str = "residual",
         time_conditioning: bool = True,
     ) -> None:
         super().__init__()
@@ -72,18 +73,19 @@ class Denoiser(nn.Module):
         return self.head(h[where][:, None, :], rows_cond).squeeze(1)
 
     # -- the latent round trip (bijective trunks only) ---------------------------------------
-    def _require_bijective(self) -> None:
+    def require_bijective(self) -> None:
+        """Raise ``NotInvertibleError`` naming the trunk's standard layers unless the trunk is a bijection."""
         if not self.bijective:
             self.backbone.inverse(None)  # non-invertible trunks raise NotInvertibleError naming their layers
 
     def encode(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The trunk's output ``[B, L, 2·d_model]`` for tokens ``x``, and its log-det ``[B]``."""
-        self._require_bijective()
+        self.require_bijective()
         return self.backbone(split_streams(self.embed(x)), self.condition(sigma))
 
     def decode_latent(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Invert the trunk exactly and map each position to its nearest embedding row."""
-        self._require_bijective()
+        self.require_bijective()
         state, _ = self.backbone.inverse(y, self.condition(sigma))
         return self.nearest_tokens(state.chunk(2, dim=-1)[0])
 
