@@ -54,11 +54,11 @@ PROTOCOL = "offline protocol, experiment=quick"  # what train_study runs; named 
 
 def config_name(cfg: dict) -> str:
     """``<model>[-affine][-uniform][-notime][-seed<N>]`` from a composed training config (seed 0 unnamed)."""
-    m, d = cfg["model"], cfg["diffusion"]
+    m, d = cfg["model"], cfg.get("diffusion", {})  # the AR baseline has no diffusion group
     name = m["name"]
     if m.get("coupling") == "affine" and name in ("bijective", "hybrid"):
         name += "-affine"
-    if name != "ar" and d["graph"] == "uniform":
+    if d.get("graph") == "uniform":
         name += "-uniform"
     if name != "ar" and m.get("time_conditioning") is False:
         name += "-notime"
