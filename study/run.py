@@ -1,15 +1,15 @@
 """Train and evaluate the comparison study, and write the Results tables (docs/results.md) and plots.
 
     python study/run.py --train ../shared/data/wikitext-2 --runs runs/study     # the whole study, one command
-    python study/run.py --runs runs/study [--out study/results] [--readme docs/results.md]   # evaluate only
+    python study/run.py --runs runs/study [--out study/results/standard] [--readme docs/results.md]   # evaluate only
     python study/run.py                                                         # redraw from --out only
 
-``--train DATA_DIR`` first trains the study on the offline protocol (train on
-``wiki.valid.tokens``, validate and test on ``wiki.test.tokens``) into ``--runs``, one Hydra
-multirun per sweep of ``SWEEPS``: ``experiment=quick model=ar,standard,bijective,bijective_affine,hybrid``
-(absorbing graph), ``model=standard,bijective diffusion=uniform``,
-``model=standard model.time_conditioning=false`` and ``model=standard,bijective,bijective_affine seed=1``
-(repeats): equal step budget, parameter counts within 1%. It trains only the runs that have not
+``--train DATA_DIR`` first trains the study on the standard protocol (train on
+``wiki.train.tokens``, validate on ``wiki.valid.tokens``, test on ``wiki.test.tokens``) into
+``--runs``, one Hydra multirun per sweep of ``SWEEPS``, all at ``experiment=cpu``:
+``model=ar,standard,bijective,bijective_affine,hybrid`` (absorbing graph),
+``model=standard,bijective diffusion=uniform``, and seeds 1 and 2 of the main configurations:
+equal step budget, parameter counts within 1%. It trains only the runs that have not
 finished (``last.ckpt`` at ``trainer.max_steps``), and a run that stopped (a killed process) goes
 on in its own directory from its ``last.ckpt`` (written at every validation), so an interrupted
 study loses at most the steps since the last validation;
@@ -26,8 +26,10 @@ graph, ``<name>-sample-ordered.json``;
 ``<name>-invert.json`` for the bijective trunks' inverse exactness; repeat
 runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's validation curve
 (``curves/<name>.csv``) and its parameters and bytes saved for backward (``<name>-memory.json``). Results already in ``--out`` are kept (delete a file to
-redo it). Then it writes the tables (``study/tables.py``) into ``--readme`` (default
-``docs/results.md``) between the ``<!-- study-tables -->`` markers, the validation curves (``val_nll.png``) and generative
+redo it). Then it writes the tables (``study/tables.py``; with the seed table and which differences
+exceed the seed spread) into ``--readme`` (default ``docs/results.md``) between the
+``<!-- study-tables -->`` markers, the machine-readable ``--summary`` (default
+``docs/results/summary.json``), the validation curves (``val_nll.png``) and generative
 perplexity against sampling steps (``gen_ppl_vs_steps.png``).
 """
 from __future__ import annotations
@@ -44,20 +46,24 @@ import yaml
 from omegaconf import OmegaConf
 
 from curves import median_tokens_per_s, read_curve
+from summary import write_summary
 from tables import check_readme, write_readme
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's bijdiff, as in the train.py and eval.py runs it starts there
 from bijdiff.nn.memory import counting_saved_bytes  # noqa: E402
-PROTOCOL = "offline protocol, experiment=quick"  # what train_study runs; named in the plots
+PRESET, BUDGET_MINUTES = "cpu", 30  # the experiment preset every study run trains with, and its budget on 2 CPU cores
+PROTOCOL = f"standard protocol, experiment={PRESET}"  # named in the plots
 
 
 def config_name(cfg: dict) -> str:
-    """``<model>[-affine][-uniform][-notime][-seed<N>]`` from a composed training config (seed 0 unnamed)."""
+    """``<model>[-affine][-swiglu][-uniform][-notime][-seed<N>]`` from a composed training config (seed 0 unnamed)."""
     m, d = cfg["model"], cfg.get("diffusion", {})  # the AR baseline has no diffusion group
     name = m["name"]
     if m.get("coupling") == "affine" and name in ("bijective", "hybrid"):
         name += "-affine"
+    if m.get("mlp") == "swiglu":
+        name += "-swiglu"
     if d.get("graph") == "uniform":
         name += "-uniform"
     if name != "ar" and m.get("time_conditioning") is False:
@@ -252,8 +258,12 @@ def plot(out: Path) -> None:
 SWEEPS = {  # sweep -> (the models it trains, the overrides its runs share)
     "absorb": (["ar", "standard", "bijective", "bijective_affine", "hybrid"], []),
     "uniform": (["standard", "bijective"], ["diffusion=uniform"]),
-    "notime": (["standard"], ["model.time_conditioning=false"]),
-    "seed1": (["standard", "bijective", "bijective_affine"], ["seed=1"]),  # how far one seed moves a bound
+    "seed1": (["ar", "standard", "bijective", "bijective_affine"], ["seed=1"]),  # how far a seed moves a result
+    "seed2": (["standard", "bijective", "bijective_affine"], ["seed=2"]),
+    # the standard trunk in its strongest common form at equal parameters: a gated (SwiGLU) MLP
+    "swiglu": (["standard"], ["model.mlp=swiglu"]),
+    "swiglu-seed1": (["standard"], ["model.mlp=swiglu", "seed=1"]),
+    "swiglu-seed2": (["standard"], ["model.mlp=swiglu", "seed=2"]),
 }
 
 
@@ -265,7 +275,7 @@ def planned_runs(overrides: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         for sweep, (models, shared) in SWEEPS.items():
             for model in models:
-                cfg = compose("train", overrides=["experiment=quick", f"model={model}", *shared, *overrides])
+                cfg = compose("train", overrides=[f"experiment={PRESET}", f"model={model}", *shared, *overrides])
                 planned[config_name(OmegaConf.to_container(cfg))] = (sweep, model)
     return planned
 
@@ -281,7 +291,7 @@ def train_study(data_dir: Path, roots: list[Path], overrides: list[str], only: S
     finished, stopped = scan_runs(roots)
     root = roots[0]
     todo = [name for name in planned if name not in finished and (not only or name in only)]
-    files = [f"data.files.train={data_dir / 'wiki.valid.tokens'}", f"data.files.validation={data_dir / 'wiki.test.tokens'}",
+    files = [f"data.files.train={data_dir / 'wiki.train.tokens'}", f"data.files.validation={data_dir / 'wiki.valid.tokens'}",
              f"data.files.test={data_dir / 'wiki.test.tokens'}"]
     for name in todo:
         if name in stopped:
@@ -293,7 +303,7 @@ def train_study(data_dir: Path, roots: list[Path], overrides: list[str], only: S
         sweep_dir, n = (root / sweep).resolve(), 1
         while sweep_dir.exists():
             sweep_dir, n = (root / f"{sweep}-{n}").resolve(), n + 1
-        cmd = [sys.executable, "train.py", "-m", "experiment=quick", f"model={','.join(models)}", *shared, *files,
+        cmd = [sys.executable, "train.py", "-m", f"experiment={PRESET}", f"model={','.join(models)}", *shared, *files,
                "callbacks.progress.style=plain", f"hydra.sweep.dir={sweep_dir}", *overrides]
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
@@ -345,7 +355,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, nargs="*", default=[],
                         help="directories holding the study's run directories (none: only redraw plots and tables from --out)")
-    parser.add_argument("--out", type=Path, default=ROOT / "study" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "study" / "results" / "standard")
+    parser.add_argument("--summary", type=Path, default=ROOT / "docs" / "results" / "summary.json",
+                        help="where the machine-readable summary of the seeds' test results goes")
     parser.add_argument("--readme", type=Path, default=ROOT / "docs" / "results.md",
                         help="the Markdown file whose study-table markers the tables are written between (default: docs/results.md)")
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256], help="analytic sampler steps (absorbing graph)")
@@ -377,6 +389,10 @@ def main() -> None:
         evaluate_runs({k: v for k, v in runs.items() if not args.only or k in args.only}, runs.get("ar"), args)
     plot(args.out)
     write_readme(args.readme, args.out)
+    if any(args.out.glob("*-ppl.json")):
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        write_summary(args.summary, args.out, protocol="standard", preset=PRESET, budget_minutes=BUDGET_MINUTES,
+                      commit=commit or "unknown")
     print(f"study: {len(runs)} runs; metrics and plots in {args.out}; tables written to {args.readme}")
 
 

@@ -67,14 +67,15 @@ def table(out: Path, unigram: float) -> str:
     """The Markdown table of every candidate whose curves are in ``out``."""
     lines = [f"Validation bound, nats/token (validation-split unigram: {unigram:.3f}); mean ± seed standard "
              "deviation, then each seed's value.", "",
-             "| candidate | seeds | quarter of the steps | end | each seed, end |", "| --- | --- | --- | --- | --- |"]
+             "| candidate | seeds | last validation by a quarter of the steps | end | each seed, end |", "| --- | --- | --- | --- | --- |"]
     for candidate in CANDIDATES:
         paths = sorted(out.glob(f"{candidate}-seed*.csv"))
         if not paths:
             continue
         curves = [load_curve(p) for p in paths]
         end = min(max(c) for c in curves)
-        quarter = [at_or_before(c, end // 4) for c in curves]
+        quarter_step = max(s for s in curves[0] if s <= end // 4)
+        quarter = [at_or_before(c, quarter_step) for c in curves]
         final = [c[end] if end in c else at_or_before(c, end) for c in curves]
 
         def cell(values: list[float]) -> str:
@@ -82,7 +83,7 @@ def table(out: Path, unigram: float) -> str:
             return f"{statistics.fmean(values):.3f}{spread}"
 
         seeds = ", ".join(p.stem.rsplit("-seed", 1)[1] for p in paths)
-        lines.append(f"| `{candidate}` | {seeds} | {cell(quarter)} (step {end // 4}) | {cell(final)} (step {end}) | "
+        lines.append(f"| `{candidate}` | {seeds} | {cell(quarter)} (step {quarter_step}) | {cell(final)} (step {end}) | "
                      + " / ".join(f"{v:.3f}" for v in final) + " |")
     return "\n".join(lines) + "\n"
 

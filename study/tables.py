@@ -5,8 +5,9 @@
 Reads ``<run>-ppl.json`` (bound or exact perplexity on the whole test split),
 ``<run>-ppl-first256.json`` (exact likelihood on the first 256 blocks), ``<run>-sample-*.json``
 (samples judged by the AR model), ``<run>-invert.json`` (inverse exactness of a bijective trunk),
-``<run>-seed<N>-ppl.json`` (repeat
-runs of a row's configuration), ``<run>-memory.json`` (parameters, bytes saved for backward by one
+``<run>-seed<N>-ppl.json`` (the other
+seeds of a row's configuration: mean ± seed standard deviation, and which differences exceed
+twice their combined standard deviation), ``<run>-memory.json`` (parameters, bytes saved for backward by one
 training loss at the run's batch shape) and ``train_times.txt`` (lines ``<run> rc=0 seconds=N tokens_per_s=M``, wall time and median training
 speed, as ``study/run.py`` writes them), and prints the Markdown tables, or with ``--readme FILE``
 (``docs/results.md`` for the project's tables) writes them between that file's ``<!-- study-tables -->`` markers. Missing files leave rows out.
@@ -18,14 +19,17 @@ import json
 import re
 from pathlib import Path
 
+from summary import differences, seed_results, seed_table
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- study-tables:begin -->", "<!-- study-tables:end -->"
-RUNS = ("ar", "standard", "standard-notime", "bijective", "bijective-affine", "hybrid", "hybrid-affine",
+RUNS = ("ar", "standard", "standard-swiglu", "standard-notime", "bijective", "bijective-affine", "hybrid", "hybrid-affine",
         "standard-uniform", "bijective-uniform", "bijective-affine-uniform", "hybrid-uniform")
 NAMES = {
     "ar": "`ar` (exact)",
     "standard": "`standard` SEDD, absorbing (bound)",
     "standard-notime": "`standard` SEDD, absorbing, no time conditioning (bound)",
+    "standard-swiglu": "`standard` SEDD, absorbing, gated (SwiGLU) MLP (bound)",
     "bijective": "`bijective` SEDD, absorbing, additive, memory-efficient (bound)",
     "bijective-affine": "`bijective` SEDD, absorbing, affine, memory-efficient (bound)",
     "hybrid": "`hybrid` (RRSS) SEDD, absorbing, additive (bound)",
@@ -118,21 +122,6 @@ def sample_table(directory: Path) -> list[str]:
     return rows
 
 
-def repeat_table(directory: Path) -> list[str]:
-    """Other seeds of a row's configuration: ``<run>-seed<N>-ppl.json``."""
-    rows = ["| model | run | test nats/token |", "| --- | --- | --- |"]
-    for run in RUNS:
-        main = _load(directory / f"{run}-ppl.json")
-        repeats = [(p.stem.removeprefix(f"{run}-").removesuffix("-ppl").replace("seed", "seed "), p)
-                   for p in sorted(directory.glob(f"{run}-seed*-ppl.json"))]
-        if not repeats:
-            continue
-        if main is not None:
-            rows.append(f"| `{run}` | the Results row (seed 0) | {_bound(main)} |")
-        rows += [f"| `{run}` | {label} | {_bound(json.loads(p.read_text()))} |" for label, p in repeats]
-    return rows if len(rows) > 2 else []
-
-
 def invert_table(directory: Path) -> list[str]:
     """``eval.py mode=invert`` on the trained bijective trunks: how exact their inverse and log-det are."""
     rows = ["| model | relative reconstruction error fp32 / fp64 | log-det (mean) | "
@@ -148,8 +137,10 @@ def invert_table(directory: Path) -> list[str]:
 
 def tables(directory: Path) -> str:
     """The tables as Markdown, separated by blank lines."""
+    found = seed_results(directory)
+    results = {run: found[run] for run in [*RUNS, *sorted(set(found) - set(RUNS))] if run in found}
     parts = (likelihood_table(directory), exact_table(directory), sample_table(directory), invert_table(directory),
-             repeat_table(directory))
+             seed_table(results), differences(results))
     return "\n\n".join("\n".join(t) for t in parts if t)
 
 

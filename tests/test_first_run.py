@@ -125,7 +125,7 @@ def test_the_cpu_preset_is_suggested_for_a_long_cpu_run(tiny_train_cfg, caplog) 
     cfg = tiny_train_cfg("trainer.max_steps=20000", "data.files.train=/nonexistent/wiki.train.tokens")
     with caplog.at_level("INFO"), pytest.raises(Exception, match="data file not found"):
         train(cfg)
-    assert "experiment=quick is the preset sized for a CPU" in caplog.text
+    assert "experiment=cpu is the preset sized for a CPU" in caplog.text
 
 
 def test_the_affine_model_is_labelled_as_such(tmp_path: Path, monkeypatch) -> None:

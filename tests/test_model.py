@@ -89,3 +89,17 @@ def test_sequence_positions_matter() -> None:
 def test_impossible_model_configs_raise_clear_errors(override, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         build_model(small_cfg(**override))
+
+
+def test_the_gated_mlp_keeps_the_parameter_count_and_is_checked() -> None:
+    def build(mlp: str) -> torch.nn.Module:
+        cfg = {"model": {"name": "standard", "d_model": 48, "n_layers": 2, "n_heads": 2, "mlp_ratio": 4.0, "dropout": 0.0,
+                         "cond_dim": 16, "mlp": mlp}, "diffusion": {"graph": "absorb"}, "data": {"vocab_size": 64}}
+        return build_model(cfg)
+
+    gelu, swiglu = (sum(p.numel() for p in build(kind).parameters()) for kind in ("gelu", "swiglu"))
+    assert abs(swiglu - gelu) / gelu < 0.005, (gelu, swiglu)
+    x = torch.randint(0, 63, (2, 8))
+    assert build("swiglu")(x, torch.ones(2)).shape == (2, 8, 64)
+    with pytest.raises(ConfigError, match="model.mlp='relu'"):
+        build("relu")

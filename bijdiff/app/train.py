@@ -24,7 +24,7 @@ from .preflight import available_accelerators, check_accelerator, check_numbers
 from .rundir import RunDirectory, claim_run_directory, launch_rank
 
 MODULE_GROUPS = ("model", "diffusion", "optim", "ema", "eval", "data")  # diffusion: absent under model=ar
-CPU_PRESET_STEPS = 500  # conf/experiment/quick.yaml
+CPU_PRESET_STEPS = 800  # conf/experiment/cpu.yaml
 
 
 def build_datamodule(data_cfg: DictConfig | dict, **overrides: Any) -> WikiTextDataModule:
@@ -68,8 +68,8 @@ def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
     accelerator = str(cfg.trainer.accelerator)
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and available_accelerators() == ["cpu"])
     if on_cpu and launch_rank() == 0 and cfg.trainer.max_steps > CPU_PRESET_STEPS:
-        log.warning("training %d steps on the CPU: experiment=quick is the preset sized for a CPU (%d steps of "
-                    "64×64 tokens, about 15 minutes on 2 cores)", cfg.trainer.max_steps, CPU_PRESET_STEPS)
+        log.warning("training %d steps on the CPU: experiment=cpu is the preset sized for a CPU (%d steps of "
+                    "64×64 tokens, about half an hour on 2 cores)", cfg.trainer.max_steps, CPU_PRESET_STEPS)
 
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()

@@ -22,13 +22,16 @@ class AutoregressiveLM(nn.Module):
     #: no invertible trunk (``Denoiser.bijective`` is the same question asked of a denoiser)
     bijective: bool = False
 
-    def __init__(self, num_tokens: int, d_model: int, cond_dim: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
+    def __init__(
+        self, num_tokens: int, d_model: int, cond_dim: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float,
+        mlp: str = "gelu",
+    ) -> None:
         super().__init__()
         self.num_tokens = num_tokens
         self.bos_id = num_tokens
         self.embed = nn.Embedding(num_tokens + 1, d_model)
         self.cond = nn.Parameter(torch.randn(cond_dim))
-        self.backbone = StandardTrunk(d_model, cond_dim, n_layers, n_heads, mlp_ratio, dropout, causal=True)
+        self.backbone = StandardTrunk(d_model, cond_dim, n_layers, n_heads, mlp_ratio, dropout, causal=True, mlp=mlp)
         self.head = OutputHead(d_model, cond_dim, num_tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,13 +7,15 @@ from torch import nn
 
 from ..diffusion.graph import build_graph
 from ..errors import ConfigError
+from ..nn.layers import MLPS
 from .autoregressive import AutoregressiveLM
 from .denoiser import Denoiser
 from .trunks import MERGES, HybridTrunk, StandardTrunk, bijective_stack
 
 
 def _standard_trunk(m: Mapping[str, Any]) -> nn.Module:
-    return StandardTrunk(m["d_model"], m["cond_dim"], m["n_layers"], m["n_heads"], m["mlp_ratio"], m["dropout"])
+    return StandardTrunk(m["d_model"], m["cond_dim"], m["n_layers"], m["n_heads"], m["mlp_ratio"], m["dropout"],
+                         mlp=m.get("mlp", "gelu"))
 
 
 def _bijective_trunk(m: Mapping[str, Any]) -> nn.Module:
@@ -37,10 +39,13 @@ def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denois
     m = cfg["model"]
     if m["name"] not in MODELS:
         raise ConfigError(f"unknown model.name={m['name']!r}; choose one of {sorted(MODELS)}")
+    if m.get("mlp", "gelu") not in MLPS:
+        raise ConfigError(f"unknown model.mlp={m['mlp']!r}; choose one of {list(MLPS)}")
     if num_tokens is None:
         num_tokens = int(cfg["data"]["vocab_size"]) - 1
     if m["name"] == "ar":
-        return AutoregressiveLM(num_tokens, m["d_model"], m["cond_dim"], m["n_layers"], m["n_heads"], m["mlp_ratio"], m["dropout"])
+        return AutoregressiveLM(num_tokens, m["d_model"], m["cond_dim"], m["n_layers"], m["n_heads"], m["mlp_ratio"], m["dropout"],
+                                m.get("mlp", "gelu"))
     graph = build_graph(cfg["diffusion"]["graph"], num_tokens)
     merge = m.get("merge", "residual")
     if merge not in MERGES:
@@ -55,8 +60,9 @@ def build_model(cfg: Mapping[str, Any], num_tokens: int | None = None) -> Denois
 
 
 def model_label(m: Mapping[str, Any]) -> str:
-    """The model's name as runs and logs show it: ``model.name``, with ``_affine`` for affine coupling."""
-    return f"{m['name']}_affine" if m.get("coupling") == "affine" and m["name"] in ("bijective", "hybrid") else str(m["name"])
+    """The model's name as runs and logs show it: ``model.name``, with ``_affine`` for affine coupling and ``_swiglu`` for the gated MLP."""
+    label = f"{m['name']}_affine" if m.get("coupling") == "affine" and m["name"] in ("bijective", "hybrid") else str(m["name"])
+    return label + ("_swiglu" if m.get("mlp") == "swiglu" else "")
 
 
 def describe_model(cfg: Mapping[str, Any], model: Denoiser | AutoregressiveLM) -> str:

@@ -26,10 +26,12 @@ def not_invertible(pattern: str) -> NotInvertibleError:
 class TransformerBlock(nn.Module):
     """A standard pre-LN transformer block with adaLN time conditioning."""
 
-    def __init__(self, dim: int, cond_dim: int, n_heads: int, mlp_ratio: float, dropout: float, causal: bool = False) -> None:
+    def __init__(
+        self, dim: int, cond_dim: int, n_heads: int, mlp_ratio: float, dropout: float, causal: bool = False, mlp: str = "gelu"
+    ) -> None:
         super().__init__()
         self.attn = attention_branch(dim, cond_dim, n_heads, dropout, causal=causal)
-        self.mlp = mlp_branch(dim, cond_dim, mlp_ratio, dropout)
+        self.mlp = mlp_branch(dim, cond_dim, mlp_ratio, dropout, kind=mlp)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = h + self.attn(h, cond)
@@ -40,7 +42,8 @@ class StandardTrunk(nn.Module):
     """``n_layers`` standard transformer blocks (not invertible); ``causal`` for the AR baseline."""
 
     def __init__(
-        self, dim: int, cond_dim: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float, causal: bool = False
+        self, dim: int, cond_dim: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float, causal: bool = False,
+        mlp: str = "gelu",
     ) -> None:
         super().__init__()
         if n_layers < 1:
@@ -48,7 +51,7 @@ class StandardTrunk(nn.Module):
         self.dim = dim
         self.cond_dim = cond_dim
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, cond_dim, n_heads, mlp_ratio, dropout, causal) for _ in range(n_layers)
+            TransformerBlock(dim, cond_dim, n_heads, mlp_ratio, dropout, causal, mlp) for _ in range(n_layers)
         )
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -92,7 +95,8 @@ def bijective_stack(m: Mapping[str, Any], n_blocks: int) -> ReversibleStack:
         if m["mixing"] == "lu":
             layers.append(LULinear(2 * width))
         layers.append(
-            ReversibleBlock(width, m["cond_dim"], m["n_heads"], m["mlp_ratio"], m["dropout"], m["coupling"], m["affine_clamp"])
+            ReversibleBlock(width, m["cond_dim"], m["n_heads"], m["mlp_ratio"], m["dropout"], m["coupling"], m["affine_clamp"],
+                            m.get("mlp", "gelu"))
         )
     stack = ReversibleStack(layers, memory_efficient=m["memory_efficient"])
     stack.cond_dim = m["cond_dim"]
@@ -147,7 +151,8 @@ class HybridTrunk(nn.Module):
                 self.segments.append(bijective_stack(m, j - i))
             else:
                 self.segments.extend(
-                    TransformerBlock(m["d_model"], m["cond_dim"], m["n_heads"], m["mlp_ratio"], m["dropout"]) for _ in range(j - i)
+                    TransformerBlock(m["d_model"], m["cond_dim"], m["n_heads"], m["mlp_ratio"], m["dropout"], mlp=m.get("mlp", "gelu"))
+                    for _ in range(j - i)
                 )
             i = j
 

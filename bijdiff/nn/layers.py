@@ -108,18 +108,33 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, length, dim))
 
 
-class MLP(nn.Module):
-    """Position-wise feed-forward network with a tanh-GELU."""
+MLPS = ("gelu", "swiglu")
 
-    def __init__(self, dim: int, mlp_ratio: float, dropout: float = 0.0, out_dim: int | None = None) -> None:
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: a tanh-GELU, or a SwiGLU (``kind='swiglu'``, the gated form of
+    current transformers) whose hidden width is 2/3 as large, so both have the same parameter count."""
+
+    def __init__(self, dim: int, mlp_ratio: float, dropout: float = 0.0, out_dim: int | None = None, kind: str = "gelu") -> None:
         super().__init__()
-        hidden = int(round(dim * mlp_ratio))
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Dropout(dropout), nn.Linear(hidden, out_dim or dim)
-        )
+        if kind not in MLPS:
+            raise ValueError(f"unknown model.mlp={kind!r}; choose one of {list(MLPS)}")
+        self.gated = kind == "swiglu"
+        hidden = int(round(dim * mlp_ratio * (2 / 3 if self.gated else 1)))
+        up = nn.Linear(dim, 2 * hidden if self.gated else hidden)
+        act = SwiGLU() if self.gated else nn.GELU(approximate="tanh")
+        self.net = nn.Sequential(up, act, nn.Dropout(dropout), nn.Linear(hidden, out_dim or dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class SwiGLU(nn.Module):
+    """``silu(a) · b`` of the two halves of the last dimension."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=-1)
+        return F.silu(a) * b
 
 
 class ConditionedSublayer(nn.Module):
@@ -147,9 +162,11 @@ def attention_branch(
     return ConditionedSublayer(dim, cond_dim, SelfAttention(dim, n_heads, dropout, out_dim, causal), dropout, out_dim)
 
 
-def mlp_branch(dim: int, cond_dim: int, mlp_ratio: float, dropout: float, out_dim: int | None = None) -> ConditionedSublayer:
+def mlp_branch(
+    dim: int, cond_dim: int, mlp_ratio: float, dropout: float, out_dim: int | None = None, kind: str = "gelu"
+) -> ConditionedSublayer:
     """The MLP residual branch (``G`` in a reversible block); ``out_dim`` defaults to ``dim``."""
-    return ConditionedSublayer(dim, cond_dim, MLP(dim, mlp_ratio, dropout, out_dim), dropout, out_dim)
+    return ConditionedSublayer(dim, cond_dim, MLP(dim, mlp_ratio, dropout, out_dim, kind), dropout, out_dim)
 
 
 class TimestepEmbedding(nn.Module):

@@ -33,6 +33,7 @@ class ReversibleBlock(Bijection):
         dropout: float = 0.0,
         coupling: str = "additive",
         clamp: float = 2.0,
+        mlp: str = "gelu",
     ) -> None:
         super().__init__()
         if coupling not in COUPLINGS:
@@ -41,7 +42,7 @@ class ReversibleBlock(Bijection):
         self.coupling, self.clamp = coupling, clamp
         out = width if coupling == "additive" else 2 * width
         self.f = attention_branch(width, cond_dim, n_heads, dropout, out)
-        self.g = mlp_branch(width, cond_dim, mlp_ratio, dropout, out)
+        self.g = mlp_branch(width, cond_dim, mlp_ratio, dropout, out, mlp)
         self.stochastic = dropout > 0
 
     # -- the coupling law and its inverse ----------------------------------------------------

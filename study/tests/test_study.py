@@ -13,6 +13,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import run as study  # noqa: E402
 from run import evaluations, find_runs, planned_runs, run_name, train_study  # noqa: E402
+from summary import differences, summary  # noqa: E402
 from tables import BEGIN, END, write_readme  # noqa: E402
 
 UNIGRAM = {"unigram_nll_per_token": 6.6, "unigram_ppl_per_token": 735.1, "unigram_ppl_per_word": 6445.6}
@@ -66,8 +67,8 @@ def test_tables_are_written_between_the_markers_only(tmp_path: Path) -> None:
             "≤ 5.979 ± 0.019 | ≤ 394.9 | ≤ 2,818.1 |") in text
     assert "| `bijective`, analytic, 64 steps | 40.7 | 1,697.9 | 3.76 | 0.97 | 154.9 |" in text
     assert "| `bijective-affine` | 5.7e-05 / 1.8e-13 | 5,186.4 | 1.5e-03 / 4.5e-12 | 1.0000 / 1.0000 |" in text
-    assert ("| `bijective` | the Results row (seed 0) | ≤ 5.979 ± 0.019 |\n| `bijective` | seed 1 | ≤ 6.041 ± 0.019 |\n"
-            "<!-- study-tables:end -->") in text
+    # two seeds: mean, seed sd |5.979 − 6.041|/√2, Monte-Carlo error √(0.019² + 0.019²)/2
+    assert "| `bijective` | 0, 1 | ≤ 6.010 ± 0.044 | 0.013 |" in text
     assert "standard" not in text.split(BEGIN)[1]  # no files, no row; a failed run's time is not read
 
 
@@ -116,7 +117,8 @@ def _fake_run(run_dir: Path, model: str, steps: int, seed: int = 0, interrupted:
 def test_every_planned_study_run_has_its_own_name() -> None:
     planned = planned_runs()
     assert len(planned) == sum(len(models) for models, _ in study.SWEEPS.values())
-    assert {"ar", "bijective-affine", "hybrid", "standard-uniform", "standard-notime", "bijective-affine-seed1"} <= set(planned)
+    assert {"ar", "bijective-affine", "hybrid", "standard-uniform", "ar-seed1", "bijective-affine-seed2",
+            "standard-swiglu-seed2"} <= set(planned)
 
 
 def test_find_runs_leaves_out_unfinished_runs_and_eval_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -142,15 +144,16 @@ def test_an_interrupted_study_resumes_what_stopped_and_starts_what_is_missing(
     train_study(tmp_path / "data", [tmp_path], [])
 
     assert commands[0] == ["experiment=quick", "model=standard", "trainer.max_steps=4",
-                           f"data.files.train={tmp_path / 'data' / 'wiki.valid.tokens'}",
-                           f"data.files.validation={tmp_path / 'data' / 'wiki.test.tokens'}",
+                           f"data.files.train={tmp_path / 'data' / 'wiki.train.tokens'}",
+                           f"data.files.validation={tmp_path / 'data' / 'wiki.valid.tokens'}",
                            f"data.files.test={tmp_path / 'data' / 'wiki.test.tokens'}",
                            f"ckpt_path={stopped / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={stopped}"]
     assert (stopped / "resumed.txt").is_file()
     sweeps = {next(a for a in c if a.startswith("hydra.sweep.dir=")).rsplit("/", 1)[1]:
               next(a for a in c if a.startswith("model=")) for c in commands[1:]}
     assert sweeps == {"absorb-1": "model=bijective,bijective_affine,hybrid", "uniform": "model=standard,bijective",
-                      "notime": "model=standard", "seed1-1": "model=bijective,bijective_affine"}
+                      "seed1-1": "model=ar,bijective,bijective_affine", "seed2": "model=standard,bijective,bijective_affine",
+                      "swiglu": "model=standard", "swiglu-seed1": "model=standard", "swiglu-seed2": "model=standard"}
 
     commands.clear()
     train_study(tmp_path / "data", [tmp_path], [], only=["ar", "bijective-seed1"])
@@ -210,3 +213,31 @@ def test_a_seed_repeat_is_drawn_in_its_configurations_colour_and_configurations_
     assert colour["standard-seed1"] == colour["standard"] and colour["bijective-seed1"] == colour["bijective"]
     configs = [n for n in names if "-seed" not in n]
     assert len({str(colour[n]) for n in configs}) == len(configs) == 12  # past the 10 default colours too
+
+
+def test_summary_lists_every_seed_of_every_configuration(tmp_path: Path) -> None:
+    for name, nll in [("standard", 6.0), ("standard-seed1", 6.1), ("bijective-affine-seed2", 5.8)]:
+        _write(tmp_path / f"{name}-ppl.json", {"nll_per_token": nll, "nll_bound_stderr": 0.02, "ppl_bound_per_word": 3000.0, **UNIGRAM})
+    _write(tmp_path / "ar-ppl.json", {"nll_exact_per_token": 4.6, "ppl_exact_per_word": 430.0, **UNIGRAM})
+    _write(tmp_path / "ar-ppl-first256.json", {"nll_exact_per_token": 4.5})  # not a test-split result
+
+    s = summary(tmp_path, protocol="standard", preset="cpu", budget_minutes=30, commit="abc")
+
+    assert (s["protocol"], s["preset"], s["budget_minutes"], s["commit"], s["unigram_nats_per_token"]) == ("standard", "cpu", 30, "abc", 6.6)
+    assert s["configurations"] == {
+        "ar": [{"seed": 0, "nats_per_token": 4.6, "stderr": 0.0, "ppl_per_word": 430.0}],
+        "bijective_affine": [{"seed": 2, "nats_per_token": 5.8, "stderr": 0.02, "ppl_per_word": 3000.0}],
+        "standard": [{"seed": 0, "nats_per_token": 6.0, "stderr": 0.02, "ppl_per_word": 3000.0},
+                     {"seed": 1, "nats_per_token": 6.1, "stderr": 0.02, "ppl_per_word": 3000.0}],
+    }
+
+
+def test_a_difference_counts_only_beyond_twice_the_combined_seed_spread() -> None:
+    def runs(*values: float) -> list[dict]:
+        return [{"seed": i, "nats_per_token": v, "stderr": 0.01, "ppl_per_word": None, "exact": False} for i, v in enumerate(values)]
+
+    rows = differences({"a": runs(6.0, 6.1), "b": runs(5.0, 5.02), "c": runs(6.0, 6.2), "d": runs(5.5)})
+    # a − b: 1.04 against 2·√(0.0707²/2 + 0.0141²/2) = 0.102; a − c: −0.05 against 2·√(0.0707²/2 + 0.1414²/2) = 0.224
+    assert "| `a` − `b` | +1.040 | 0.102 | yes |" in rows
+    assert "| `a` − `c` | -0.050 | 0.224 | no |" in rows
+    assert not any("`d`" in row for row in rows)  # one seed: no spread to compare with
