@@ -1,10 +1,11 @@
 """Training throughput of the default model against the machine's measured fp32 matmul peak.
 
-    python bench/throughput.py [--batch 32] [--seq 128] [--steps 10] [--set model.dropout=0.0 ...]
+    python bench/throughput.py [--batch 32] [--seq 128] [--steps 10] [--variants ...] [--set model.dropout=0.0 ...]
                                [--out bench/results/throughput.json]
 
-For ``model=standard``, ``model=bijective`` without and with memory efficiency (the default
-config otherwise: d_model 256, 4 layers, vocabulary 8192, absorbing graph): the median time of a
+For ``model=standard``, ``model=bijective`` without and with memory efficiency (``--variants``
+adds ``bijective_affine``, ``standard-uniform`` and ``ar``; the default config otherwise:
+d_model 256, 4 layers, vocabulary 8192, absorbing graph): the median time of a
 full training step (SEDD loss, backward, gradient clipping, AdamW) on random tokens, tokens/s,
 the FLOPs of one step as counted with ``torch.utils.flop_counter``'s formulas (matmuls and attention; the
 memory-efficient variant's recomputation included), and achieved GFLOP/s as a fraction of the
@@ -32,7 +33,11 @@ VARIANTS = {
     "standard": ["model=standard"],
     "bijective": ["model=bijective", "model.memory_efficient=false"],
     "bijective-memeff": ["model=bijective", "model.memory_efficient=true"],
+    "bijective_affine": ["model=bijective_affine"],
+    "standard-uniform": ["model=standard", "diffusion=uniform"],
+    "ar": ["model=ar"],
 }
+DEFAULT_VARIANTS = ("standard", "bijective", "bijective-memeff")
 
 
 def matmul_peak(n: int, repeats: int) -> float:
@@ -86,7 +91,7 @@ def make_step(overrides: list[str], args: argparse.Namespace):
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides + [f"data.vocab_size={args.vocab}"] + args.set)
-    plain = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "diffusion")}
+    plain = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "diffusion") if k in cfg}  # AR: no diffusion
     plain["data"] = {"vocab_size": args.vocab}
     torch.manual_seed(0)
     model = build_model(plain).train()
@@ -130,6 +135,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--matmul-n", type=int, default=2048)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(DEFAULT_VARIANTS),
+                        help="which models to time (default: the standard trunk and the bijective one without and with memory efficiency)")
     parser.add_argument("--profile", choices=list(VARIANTS), help="print where one step of this variant spends its time, then exit")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every variant, e.g. model.dropout=0.0")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
@@ -139,8 +146,8 @@ def main() -> None:
         profile(args)
         return
     peak = matmul_peak(args.matmul_n, 10)
-    steps = {name: make_step(overrides, args) for name, overrides in VARIANTS.items()}
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    steps = {name: make_step(VARIANTS[name], args) for name in args.variants}
+    times: dict[str, list[float]] = {name: [] for name in args.variants}
     for i in range(args.warmup + args.steps):
         for name, (step, _, _) in steps.items():
             start = time.perf_counter()
