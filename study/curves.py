@@ -22,6 +22,19 @@ def read_curve(run_dir: Path) -> dict[int, float]:
     return curve
 
 
+def save_curve(run_dir: Path, out: Path) -> None:
+    """The run's validation curve as ``step,val_nll`` rows, so results outlive the run directory."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{step},{nll!r}\n" for step, nll in read_curve(run_dir).items())
+    out.write_text("step,val_nll\n" + rows)
+
+
+def load_curve(path: Path) -> dict[int, float]:
+    """``{step: val_nll}`` from a curve ``save_curve`` wrote."""
+    lines = path.read_text().splitlines()[1:]
+    return {int(a): float(b) for a, b in (line.split(",") for line in lines)}
+
+
 def median_tokens_per_s(run_dir: Path) -> float | None:
     """Median training tokens/s in a run's CSV log: the median leaves out the steps whose time includes a validation."""
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:

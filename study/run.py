@@ -45,7 +45,7 @@ from typing import Sequence
 import yaml
 from omegaconf import OmegaConf
 
-from curves import median_tokens_per_s, read_curve
+from curves import load_curve, median_tokens_per_s, save_curve
 from summary import write_summary
 from tables import check_readme, write_readme
 
@@ -187,20 +187,9 @@ def evaluate(run_dir: Path, out: Path, *args: str, extra: Sequence[str] = ()) ->
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def save_curve(run_dir: Path, out: Path) -> None:
-    """The run's validation curve as ``step,val_nll`` rows, so the plot outlives the run directory."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = "".join(f"{step},{nll!r}\n" for step, nll in read_curve(run_dir).items())
-    out.write_text("step,val_nll\n" + rows)
-
-
 def saved_curves(out: Path) -> dict[str, dict[int, float]]:
     """``{name: {step: val_nll}}`` from ``out/curves/*.csv``."""
-    curves = {}
-    for path in sorted((out / "curves").glob("*.csv")):
-        lines = path.read_text().splitlines()[1:]
-        curves[path.stem] = {int(a): float(b) for a, b in (line.split(",") for line in lines)}
-    return curves
+    return {path.stem: load_curve(path) for path in sorted((out / "curves").glob("*.csv"))}
 
 
 def colours(names: Sequence[str]) -> dict[str, str | tuple[float, float, float]]:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from curves import read_curve
+from curves import load_curve, save_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES: dict[str, list[str]] = {
@@ -48,14 +48,7 @@ def train(candidate: str, seed: int, args: argparse.Namespace) -> None:
            f"paths.output_dir={run_dir}", "callbacks.progress.style=plain"]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
-    rows = "".join(f"{step},{nll!r}\n" for step, nll in read_curve(run_dir).items())
-    curve_path(args.out, candidate, seed).write_text("step,val_nll\n" + rows)
-
-
-def load_curve(path: Path) -> dict[int, float]:
-    """``{step: val_nll}`` from a saved curve."""
-    lines = path.read_text().splitlines()[1:]
-    return {int(a): float(b) for a, b in (line.split(",") for line in lines)}
+    save_curve(run_dir, curve_path(args.out, candidate, seed))
 
 
 def at_or_before(curve: dict[int, float], step: int) -> float:

@@ -153,10 +153,10 @@ class LitLanguageModel(L.LightningModule):
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decoupled decay on the weight matrices; embeddings, norms and biases are not decayed."""
-    decayed = {name for name, p in model.named_parameters() if p.ndim >= 2 and "embed" not in name}
-    params = dict(model.named_parameters())
-    return [{"params": [params[n] for n in params if n in decayed], "weight_decay": weight_decay},
-            {"params": [params[n] for n in params if n not in decayed], "weight_decay": 0.0}]
+    decayed, rest = [], []
+    for name, p in model.named_parameters():
+        (decayed if p.ndim >= 2 and "embed" not in name else rest).append(p)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, floor: float) -> LRScheduler:

@@ -118,7 +118,7 @@ class MLP(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float, dropout: float = 0.0, out_dim: int | None = None, kind: str = "gelu") -> None:
         super().__init__()
         if kind not in MLPS:
-            raise ValueError(f"unknown model.mlp={kind!r}; choose one of {list(MLPS)}")
+            raise ConfigError(f"unknown model.mlp={kind!r}; choose one of {list(MLPS)}")
         self.gated = kind == "swiglu"
         hidden = int(round(dim * mlp_ratio * (2 / 3 if self.gated else 1)))
         up = nn.Linear(dim, 2 * hidden if self.gated else hidden)
