@@ -29,7 +29,8 @@ runs, ``<name>-seed<N>``, get the test perplexity only); it saves the run's vali
 redo it). Then it writes the tables (``study/tables.py``; with the seed table and which differences
 exceed the seed spread) into ``--readme`` (default ``docs/results.md``) between the
 ``<!-- study-tables -->`` markers, the machine-readable ``--summary`` (default
-``docs/results/summary.json``), the validation curves (``val_nll.png``) and generative
+``docs/results/summary.json``), the validation curves against steps (``val_nll.png``) and against
+training time (``val_nll_vs_time.png``: mean and band over seeds), and generative
 perplexity against sampling steps (``gen_ppl_vs_steps.png``).
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import colorsys
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -203,7 +205,8 @@ def colours(names: Sequence[str]) -> dict[str, str | tuple[float, float, float]]
 
 
 def plot(out: Path) -> None:
-    """``val_nll.png`` from the saved curves and ``gen_ppl_vs_steps.png`` from the analytic sample results."""
+    """``val_nll.png`` and ``val_nll_vs_time.png`` from the saved curves, ``gen_ppl_vs_steps.png`` from the
+    analytic sample results."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,6 +230,8 @@ def plot(out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "val_nll.png", dpi=120)
 
+    plot_against_time(out, curves, colour, plt)
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in sorted(by_model.items()):
         ax.plot(*zip(*sorted(points)), marker="o", label=name, color=colour[name])
@@ -242,6 +247,45 @@ def plot(out: Path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "gen_ppl_vs_steps.png", dpi=120)
+
+
+def training_seconds(out: Path) -> dict[str, float]:
+    """``{run: seconds per optimizer step}`` at the run's median training speed (``train_times.txt``)
+    and batch shape (``<run>-memory.json``): validation and any other job on the machine left out."""
+    times = out / "train_times.txt"
+    per_step = {}
+    for line in times.read_text().splitlines() if times.is_file() else []:
+        name, *fields = line.split()
+        speed = dict(f.split("=", 1) for f in fields).get("tokens_per_s")
+        shape = out / f"{name}-memory.json"
+        if speed and shape.is_file():
+            batch, length = json.loads(shape.read_text())["batch"]
+            per_step[name] = batch * length / float(speed)
+    return per_step
+
+
+def plot_against_time(out: Path, curves: dict[str, dict[int, float]], colour: dict, plt) -> None:
+    """``val_nll_vs_time.png``: each configuration's validation bound against training time, the mean
+    over its seeds with a band from the lowest to the highest seed."""
+    per_step = training_seconds(out)
+    configs: dict[str, list[str]] = {}
+    for name in curves:
+        if name in per_step:
+            configs.setdefault(name.split("-seed")[0], []).append(name)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for config, names in sorted(configs.items()):
+        steps = sorted(set.intersection(*(set(curves[n]) for n in names)))
+        seconds = [statistics.fmean(s * per_step[n] for n in names) / 60 for s in steps]
+        values = [[curves[n][s] for n in names] for s in steps]
+        ax.plot(seconds, [statistics.fmean(v) for v in values], marker="o", markersize=3, color=colour[names[0]],
+                label=f"{config} ({len(names)} seed{'s' * (len(names) > 1)})")
+        if len(names) > 1:
+            ax.fill_between(seconds, [min(v) for v in values], [max(v) for v in values], color=colour[names[0]], alpha=0.2)
+    ax.set(xlabel="training minutes at the run's median speed (2-core CPU)",
+           ylabel="validation nats/token (bound; exact for ar)", title=f"Validation NLL against time ({PROTOCOL})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "val_nll_vs_time.png", dpi=120)
 
 
 SWEEPS = {  # sweep -> (the models it trains, the overrides its runs share)

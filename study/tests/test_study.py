@@ -241,3 +241,24 @@ def test_a_difference_counts_only_beyond_twice_the_combined_seed_spread() -> Non
     assert "| `a` − `b` | +1.040 | 0.102 | yes |" in rows
     assert "| `a` − `c` | -0.050 | 0.224 | no |" in rows
     assert not any("`d`" in row for row in rows)  # one seed: no spread to compare with
+
+
+def test_training_time_per_step_comes_from_each_runs_median_speed_and_batch(tmp_path: Path) -> None:
+    (tmp_path / "train_times.txt").write_text(
+        "standard rc=0 seconds=900 tokens_per_s=4096\nstandard-seed1 rc=0 seconds=950 tokens_per_s=2048\nar rc=0 seconds=600\n")
+    for name in ("standard", "standard-seed1", "ar"):
+        _write(tmp_path / f"{name}-memory.json", {"batch": [64, 64]})
+    # ar has no measured speed: it is left out rather than drawn at a made-up time
+    assert study.training_seconds(tmp_path) == {"standard": 1.0, "standard-seed1": 2.0}
+
+
+def test_the_time_plot_draws_each_configuration_once_over_its_seeds(tmp_path: Path) -> None:
+    plt = pytest.importorskip("matplotlib.pyplot")
+    (tmp_path / "train_times.txt").write_text("standard rc=0 seconds=9 tokens_per_s=4096\nstandard-seed1 rc=0 seconds=9 tokens_per_s=4096\n")
+    for name in ("standard", "standard-seed1"):
+        _write(tmp_path / f"{name}-memory.json", {"batch": [64, 64]})
+    curves = {"standard": {100: 6.5, 200: 6.2}, "standard-seed1": {100: 6.4, 200: 6.3, 300: 6.0}}
+    study.plot_against_time(tmp_path, curves, study.colours(list(curves)), plt)
+    assert (tmp_path / "val_nll_vs_time.png").stat().st_size > 0
+    legend = [t.get_text() for t in plt.gcf().axes[0].get_legend().get_texts()]
+    assert legend == ["standard (2 seeds)"]
