@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .diffusion import Graph, Noise, build_noise, dwdse, elbo_nats, sample, stratified_times
+from .diffusion import Graph, Noise, build_noise, dwdse, elbo_nats, given_mask, sample, stratified_times
 from .errors import ConfigError
 
 
@@ -35,12 +35,14 @@ class Objective(ABC):
     def sample(
         self, model: nn.Module, shape: tuple[int, int], steps: int, method: str,
         device: torch.device | str, generator: torch.Generator | None = None, stats: dict[str, float] | None = None,
-        temperature: float = 1.0,
+        temperature: float = 1.0, given: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``Long[B, L]`` sequences; ``steps`` and ``method`` choose the diffusion sampler.
 
         ``stats["network_calls_per_sample"]`` receives the network evaluations per sequence.
         ``temperature`` divides the AR model's logits; the diffusion samplers accept only 1.
+        ``given`` (``Long[L]`` or ``Long[B, L]``, ``-1`` where generated) holds tokens the output keeps:
+        any pattern for diffusion, a prefix for the AR model.
         """
 
 
@@ -59,11 +61,11 @@ class DiffusionObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return elbo_nats(model, self.graph, self.noise, x0, mask, samples, generator)
 
-    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0):
+    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0, given=None):
         if temperature != 1.0:
             raise ConfigError(f"sample.temperature={temperature}: use it only with an AR checkpoint (the diffusion "
                               "samplers draw from the model's reverse process at temperature 1)")
-        return sample(model, self.graph, self.noise, shape, steps, method, device, generator, stats=stats)
+        return sample(model, self.graph, self.noise, shape, steps, method, device, generator, stats=stats, given=given)
 
 
 class AutoregressiveObjective(Objective):
@@ -78,11 +80,17 @@ class AutoregressiveObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return model.nll(x0, mask)[:, None]
 
-    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0):
-        """Ancestral sampling with a KV cache; ``steps`` and ``method`` do not apply."""
-        if stats is not None:
-            stats["network_calls_per_sample"] = float(shape[1])
-        return model.generate(shape, generator, device, temperature=temperature)
+    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0, given=None):
+        """Ancestral sampling with a KV cache after the given prefix; ``steps`` and ``method`` do not apply."""
+        fixed = given_mask(given, shape, model.num_tokens, device)
+        start = 0 if fixed is None else int(fixed[0].sum())
+        if fixed is not None and not bool((fixed == (torch.arange(shape[1], device=fixed.device) < start)).all()):
+            raise ConfigError("the autoregressive model continues a prefix: it cannot condition on a suffix or on "
+                              "tokens after a gap; give the first P positions of every row, or sample a diffusion checkpoint")
+        if stats is not None:  # the prefix goes through with the first draw
+            stats["network_calls_per_sample"] = float(shape[1] - start)
+        prefix = given.to(device).expand(shape)[:, :start] if start else None
+        return model.generate(shape, generator, device, temperature=temperature, prefix=prefix)
 
 
 def build_objective(cfg: Mapping[str, Any], model: nn.Module) -> Objective:

@@ -4,7 +4,7 @@ from .graph import GRAPHS, NEVER, Absorbing, Graph, Uniform, build_graph
 from .likelihood import elbo_nats, exact_log_likelihood, ordered_sigma, position_log_probs
 from .loss import dwdse, stratified_times
 from .noise import NOISES, GeometricNoise, LogLinearNoise, Noise, build_noise
-from .sampling import SAMPLERS, draw_dtype, sample, sample_categorical
+from .sampling import SAMPLERS, draw_dtype, given_mask, reverse_schedule, sample, sample_categorical, unmask_probabilities
 
 __all__ = [
     "GRAPHS",
@@ -25,9 +25,12 @@ __all__ = [
     "dwdse",
     "elbo_nats",
     "exact_log_likelihood",
+    "given_mask",
     "ordered_sigma",
     "position_log_probs",
+    "reverse_schedule",
     "sample",
     "sample_categorical",
     "stratified_times",
+    "unmask_probabilities",
 ]

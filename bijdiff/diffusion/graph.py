@@ -73,12 +73,13 @@ class Graph(ABC):
 
     @abstractmethod
     def reverse_probs(
-        self, score: torch.Tensor, x_t: torch.Tensor, sigma_step: torch.Tensor, method: str
+        self, score: torch.Tensor, x_t: torch.Tensor, step_size: torch.Tensor, method: str
     ) -> torch.Tensor:
-        """Unnormalised ``p(x_s = y | x_t)`` ``[..., dim]`` for one reverse step of ``sigma_step = σ̄_t − σ̄_s``.
+        """Unnormalised ``p(x_s = y | x_t)`` ``[..., dim]`` for one reverse step from ``t`` to ``s``.
 
         ``score`` holds the (exponentiated) scores ``[..., dim]``; ``method`` is ``euler`` (first
-        order in the reverse rates) or ``analytic`` (Tweedie τ-leaping).
+        order in the reverse rates, ``step_size = σ(t)·(t − s)``) or ``analytic`` (Tweedie
+        τ-leaping, ``step_size = σ̄_t − σ̄_s``); ``sampling.reverse_schedule`` gives both.
         """
 
     def denoise_probs(self, score: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -199,11 +200,11 @@ class Absorbing(Graph):
         masked = -torch.expm1(-sigma_min.float())
         return masked * math.log(self.num_tokens) * loss_mask.float().sum(-1)
 
-    def reverse_probs(self, score: torch.Tensor, x_t: torch.Tensor, sigma_step: torch.Tensor, method: str) -> torch.Tensor:
-        """At ``[MASK]``: ``p(y) = c · s_y`` for real ``y``, with ``c = Δσ`` (Euler) or ``e^{Δσ} − 1``
+    def reverse_probs(self, score: torch.Tensor, x_t: torch.Tensor, step_size: torch.Tensor, method: str) -> torch.Tensor:
+        """At ``[MASK]``: ``p(y) = c · s_y`` for real ``y``, with ``c = σ(t)Δt`` (Euler) or ``e^{Δσ̄} − 1``
         (analytic, exact for exact scores); the rest stays masked. Real tokens never move."""
         _check_method(method)
-        step = _per_position(sigma_step.to(score.dtype), score)
+        step = _per_position(step_size.to(score.dtype), score)
         factor = step if method == "euler" else torch.expm1(step)
         real = (factor * score[..., : self.num_tokens]).clamp_min(0.0)
         stay = (1.0 - real.sum(-1, keepdim=True)).clamp_min(0.0)
@@ -300,12 +301,12 @@ class Uniform(Graph):
         entropy = -torch.xlogy(torch.exp(log_same), torch.exp(log_same)) - (n - 1) * torch.xlogy(torch.exp(log_other), torch.exp(log_other))
         return entropy * loss_mask.float().sum(-1)
 
-    def reverse_probs(self, score, x_t, sigma_step, method):
-        """Euler: ``p(y) = Δσ s_y / N`` for ``y ≠ x_t``. Analytic (Tweedie):
-        ``p(y) ∝ [e^{−ΔσQ} s]_y · [e^{ΔσQ}]_{y→x_t}`` with ``e^{τQ} = e^{−τ} I + (1 − e^{−τ}) 11ᵀ/N``."""
+    def reverse_probs(self, score, x_t, step_size, method):
+        """Euler: ``p(y) = σ(t)Δt s_y / N`` for ``y ≠ x_t``. Analytic (Tweedie):
+        ``p(y) ∝ [e^{−Δσ̄Q} s]_y · [e^{Δσ̄Q}]_{y→x_t}`` with ``e^{τQ} = e^{−τ} I + (1 − e^{−τ}) 11ᵀ/N``."""
         _check_method(method)
         n = self.num_tokens
-        step = _per_position(sigma_step.to(score.dtype), score)
+        step = _per_position(step_size.to(score.dtype), score)
         current = torch.nn.functional.one_hot(x_t, n).to(score.dtype)
         if method == "euler":
             moves = (step * score / n).clamp_min(0.0) * (1.0 - current)

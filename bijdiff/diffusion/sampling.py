@@ -35,13 +35,24 @@ def sample(
     generator: torch.Generator | None = None,
     t_end: float = 1e-5,
     stats: dict[str, float] | None = None,
+    given: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw token sequences ``Long[B, L]`` from the reverse process; never a ``[MASK]`` in the output.
 
     ``euler`` and ``analytic`` take ``steps`` reverse steps on a uniform time grid from 1 to
-    ``t_end`` and a final denoising step to zero noise. ``ordered`` (absorbing only) unmasks one
+    ``t_end`` and a final denoising step to zero noise. A step from ``t_k`` to ``t_{k+1}`` moves
+    with the integrated rate ``c``: ``euler`` is SEDD's first-order predictor (``δ + Δt·σ(t_k)Q·s``,
+    so ``c = σ(t_k)·Δt``, the rate at the step's start times its length); ``analytic`` is Tweedie
+    τ-leaping on the exact ``Δσ̄ = σ̄(t_k) − σ̄(t_{k+1})``. ``ordered`` (absorbing only) unmasks one
     position per network call, left to right: exactly the model ``exact_log_likelihood`` scores
     (``steps`` is then the sequence length).
+
+    ``given`` (``Long[L]`` or ``Long[B, L]``: a token id at each given position, ``-1`` where the
+    sampler generates) conditions every sampler on those tokens, which it never changes: a prefix,
+    a suffix, infilling between them or any other pattern. Under the absorbing graph the given
+    positions are clean context from the first step; under the uniform graph they are held fixed
+    while the others move. (A model trained on whole blocks was never shown clean context under the
+    uniform graph's noise, so its conditional samples are only as good as its scores there.)
 
     Under the absorbing graph a ``LogitScoreModel`` is sampled by
     ``_sample_unmasking``: the same law, but a sequence goes through the network only at the
@@ -51,61 +62,96 @@ def sample(
     """
     if method not in SAMPLERS:
         raise ConfigError(f"unknown sampler {method!r}; choose one of {list(SAMPLERS)}")
+    fixed = given_mask(given, shape, graph.num_tokens, device)
+    x = graph.sample_limit(shape, device, generator)
+    if fixed is not None:
+        x = torch.where(fixed, given.to(device).expand(shape), x)
     if method == "ordered":
-        x = _sample_ordered(model, graph, noise, shape, device, generator)
-        if stats is not None:
-            stats["network_calls_per_sample"] = float(shape[1])
-        return x
-    if steps < 1:
-        raise ConfigError(f"sampling steps must be ≥ 1, got {steps}")
-    times = torch.linspace(1.0, t_end, steps + 1, device=device)
-    sigmas = noise.total(times)
-    if graph.absorbing and isinstance(model, LogitScoreModel):
-        x, calls = _sample_unmasking(model, graph, sigmas, shape, method, device, generator)
+        x, calls = _sample_ordered(model, graph, noise, x, generator)
     else:
-        x, calls = _sample_generic(model, graph, sigmas, shape, method, device, generator)
+        if steps < 1:
+            raise ConfigError(f"sampling steps must be ≥ 1, got {steps}")
+        sigmas, step_sizes = reverse_schedule(noise, steps, method, device, t_end)
+        if graph.absorbing and isinstance(model, LogitScoreModel):
+            x, calls = _sample_unmasking(model, graph, sigmas, step_sizes, x, method, generator)
+        else:
+            x, calls = _sample_generic(model, graph, sigmas, step_sizes, x, fixed, method, generator)
     if stats is not None:
         stats["network_calls_per_sample"] = calls / shape[0]
     return x
 
 
-def _sample_generic(model, graph, sigmas, shape, method, device, generator) -> tuple[torch.Tensor, int]:
+def given_mask(given: torch.Tensor | None, shape: tuple[int, int], num_tokens: int, device: torch.device | str) -> torch.Tensor | None:
+    """``Bool[B, L]``, True at the positions ``given`` fixes (``None`` when nothing is given); a clear error for bad ids."""
+    if given is None:
+        return None
+    if given.dtype not in (torch.int32, torch.int64) or given.shape[-1] != shape[1] or given.dim() not in (1, 2) \
+            or (given.dim() == 2 and given.shape[0] not in (1, shape[0])):
+        raise ConfigError(f"given must be Long[{shape[1]}] or Long[{shape[0]}, {shape[1]}] (token ids, -1 where the sampler "
+                          f"generates), got {given.dtype} {list(given.shape)}")
+    if bool(((given < -1) | (given >= num_tokens)).any()):
+        raise ConfigError(f"given holds ids outside -1..{num_tokens - 1}: -1 marks a position to generate, "
+                          f"0..{num_tokens - 1} are the model's tokens")
+    return (given >= 0).to(device).expand(shape)
+
+
+def reverse_schedule(noise: Noise, steps: int, method: str, device: torch.device | str, t_end: float = 1e-5
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reverse grid's ``σ̄(t_k)`` (``steps + 1`` levels, 1 down to ``t_end``) and each step's ``c``:
+    ``σ(t_k)·Δt`` for ``euler`` (the reference's first-order step), ``σ̄(t_k) − σ̄(t_{k+1})`` for ``analytic``."""
+    times = torch.linspace(1.0, t_end, steps + 1, device=device)
+    sigmas = noise.total(times)
+    if method == "euler":
+        return sigmas, noise.rate(times[:-1]) * (times[:-1] - times[1:])
+    return sigmas, sigmas[:-1] - sigmas[1:]
+
+
+def unmask_probabilities(sigmas: torch.Tensor, step_sizes: torch.Tensor, method: str) -> torch.Tensor:
+    """Under the absorbing graph, the probability ``[steps]`` that a masked position unmasks at each step
+    (scores that sum to ``1 / expm1(σ̄)`` at a mask, as exact ones and ``LogitScoreModel``'s do)."""
+    factor = step_sizes if method == "euler" else torch.expm1(step_sizes)
+    return (factor / torch.expm1(sigmas[:-1])).clamp(0.0, 1.0)
+
+
+def _sample_generic(model, graph, sigmas, step_sizes, x, fixed, method, generator) -> tuple[torch.Tensor, int]:
     """Any graph and any log-score model: the full reverse transition at every position and step."""
-    dtype = draw_dtype(device)
-    x = graph.sample_limit(shape, device, generator)
-    ones = torch.ones(shape[0], device=device)
-    for k in range(len(sigmas) - 1):
+    dtype = draw_dtype(x.device)
+    ones = torch.ones(x.shape[0], device=x.device)
+    given = x.clone()
+    for k in range(len(sigmas)):
         score = model(x, sigmas[k] * ones).to(dtype).exp()
-        x = sample_categorical(graph.reverse_probs(score, x, (sigmas[k] - sigmas[k + 1]).to(dtype), method), generator)
-    score = model(x, sigmas[-1] * ones).to(dtype).exp()
-    x = sample_categorical(graph.denoise_probs(score, x, sigmas[-1].to(dtype)), generator)
-    return x, len(sigmas) * shape[0]
+        if k + 1 < len(sigmas):
+            probs = graph.reverse_probs(score, x, step_sizes[k].to(dtype), method)
+        else:  # to zero noise
+            probs = graph.denoise_probs(score, x, sigmas[-1].to(dtype))
+        x = sample_categorical(probs, generator)
+        if fixed is not None:
+            x = torch.where(fixed, given, x)
+    return x, len(sigmas) * x.shape[0]
 
 
-def _sample_unmasking(model, graph, sigmas, shape, method, device, generator) -> tuple[torch.Tensor, int]:
+def _sample_unmasking(model, graph, sigmas, step_sizes, x, method, generator) -> tuple[torch.Tensor, int]:
     """The absorbing reverse process for a model whose log-scores are ``graph.log_score_from_logits``.
 
     Those scores at a masked position sum to ``1 / expm1(σ̄)`` whatever the logits, so the
     step's transition factorises exactly: the position unmasks with probability
-    ``c / expm1(σ̄_k)`` (``c = Δσ`` Euler, ``expm1(Δσ)`` analytic), the same for every masked
-    position, and if it does its token is drawn from ``softmax(logits)``. So a step draws one
+    ``unmask_probabilities`` (``c / expm1(σ̄_k)``; ``c`` itself for Euler, ``expm1(Δσ̄)`` analytic), the
+    same for every masked position, and if it does its token is drawn from ``softmax(logits)``.
+    Given tokens are real, so they never move. So a step draws one
     uniform per masked position and needs the network only for the sequences in which a position
     unmasks. (Keeping logits across steps would save nothing more: a sequence that needs them
     again has changed since, by the unmasking that followed its last call.) Same law as
     ``_sample_generic``, different random stream.
     """
-    dtype = draw_dtype(device)
-    x = graph.sample_limit(shape, device, generator)
+    dtype = draw_dtype(x.device)
+    p_unmask = unmask_probabilities(sigmas.to(dtype), step_sizes.to(dtype), method)
     calls = 0
     for k in range(len(sigmas)):
         sigma = sigmas[k]
         masked = x == graph.mask_id
         if k + 1 < len(sigmas):
-            sigma_step = (sigma - sigmas[k + 1]).to(dtype)
-            factor = sigma_step if method == "euler" else torch.expm1(sigma_step)
-            p_unmask = (factor / torch.expm1(sigma.to(dtype))).clamp(0.0, 1.0)
-            u = torch.rand(shape, dtype=dtype, device=device, generator=generator)
-            unmask = masked & (u < p_unmask)
+            u = torch.rand(x.shape, dtype=dtype, device=x.device, generator=generator)
+            unmask = masked & (u < p_unmask[k])
         else:  # the final step to zero noise draws every position still masked
             unmask = masked
         rows = unmask.any(-1)
@@ -118,16 +164,26 @@ def _sample_unmasking(model, graph, sigmas, shape, method, device, generator) ->
     return x, calls
 
 
-def _sample_ordered(model, graph, noise, shape, device, generator):
+def _sample_ordered(model, graph, noise, x, generator) -> tuple[torch.Tensor, int]:
+    """Unmask the masked positions left to right, one per network call; given tokens stay as context.
+
+    The noise level is ``ordered_sigma`` of each sequence's masked count, as ``exact_log_likelihood``
+    gives it with the same context, so the draws follow the law whose likelihood it computes."""
     if not graph.absorbing:
         raise ConfigError("the ordered sampler unmasks left to right: it needs diffusion=absorb")
-    b, length = shape
-    x = graph.sample_limit(shape, device)
-    positions = torch.arange(length, device=device)
-    dtype = draw_dtype(device)
+    length = x.shape[1]
+    positions = torch.arange(length, device=x.device)
+    dtype = draw_dtype(x.device)
+    calls = 0
     for k in range(length):
-        sigma = ordered_sigma(torch.full((b,), length - k, device=device), length, noise)
-        where = (positions == k)[None, :].expand(b, -1)
-        probs = position_log_probs(model, graph, x, sigma, where).to(dtype).exp()
-        x[:, k] = sample_categorical(probs, generator)
-    return x
+        where = (positions == k)[None, :] & (x == graph.mask_id)
+        rows = where.any(-1)
+        n = int(rows.sum())
+        if n == 0:
+            continue
+        masked = (x[rows] == graph.mask_id).sum(-1)
+        sigma = ordered_sigma(masked, length, noise)
+        probs = position_log_probs(model, graph, x[rows], sigma, where[rows]).to(dtype).exp()
+        x[where] = sample_categorical(probs, generator)
+        calls += n
+    return x, calls

@@ -52,29 +52,33 @@ class AutoregressiveLM(nn.Module):
     @torch.no_grad()
     def generate(
         self, shape: tuple[int, int], generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-        kv_cache: bool = True, temperature: float = 1.0,
+        kv_cache: bool = True, temperature: float = 1.0, prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Ancestral sampling ``Long[B, L]``: one position per network call.
+        """Ancestral sampling ``Long[B, L]``: one position per network call, after ``prefix`` (``Long[B, P]``, kept as given).
 
         With ``kv_cache`` each call runs the new position only against cached keys and values
-        (``O(L)`` work per sample instead of ``O(L²)``); without it, the whole prefix is rerun.
-        Each draw is from ``softmax(logits / temperature)`` (1: the model's own distribution).
+        (``O(L)`` work per sample instead of ``O(L²)``; the prefix goes through in the first call);
+        without it, the whole prefix is rerun. Each draw is from ``softmax(logits / temperature)``
+        (1: the model's own distribution).
         """
         if not temperature > 0:
             raise ConfigError(f"sample.temperature={temperature} must be > 0")
         b, length = shape
         x = torch.zeros(shape, dtype=torch.long, device=device)
+        start = 0 if prefix is None else prefix.shape[1]
+        if start:
+            x[:, :start] = prefix.to(device)
         dtype = sampling.draw_dtype(device)
         if not kv_cache:
-            for k in range(length):
+            for k in range(start, length):
                 probs = torch.softmax(self(x[:, : k + 1])[:, k].to(dtype) / temperature, dim=-1)
                 x[:, k] = sampling.sample_categorical(probs, generator)
             return x
         cond = self.cond.expand(b, -1)
-        token = torch.full((b, 1), self.bos_id, dtype=torch.long, device=device)
+        tokens = torch.cat([torch.full((b, 1), self.bos_id, dtype=torch.long, device=device), x[:, :start]], dim=1)
         with self.backbone.kv_cache():
-            for k in range(length):
-                logits = self.head(self.backbone(self.embed(token), cond), cond)[:, -1]
+            for k in range(start, length):
+                logits = self.head(self.backbone(self.embed(tokens), cond), cond)[:, -1]
                 x[:, k] = sampling.sample_categorical(torch.softmax(logits.to(dtype) / temperature, dim=-1), generator)
-                token = x[:, k : k + 1]
+                tokens = x[:, k : k + 1]
         return x
