@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bijdiff.app.evaluate import evaluate
 from bijdiff.app.train import train
@@ -117,3 +118,64 @@ def test_max_sequences_evaluates_a_prefix_per_token_only(checkpoints, tmp_path: 
     assert math.isfinite(part["ppl_exact_per_token"]) and math.isfinite(part["unigram_ppl_per_token"])
     with pytest.raises(ConfigError, match="eval.max_sequences must be"):
         run_eval(checkpoints, "absorb", tmp_path / "bad", "eval.max_sequences=0")
+
+
+PREFIX, SUFFIX = " The film was", " by critics ."
+
+
+@pytest.mark.parametrize("name, sampler, suffix", [("absorb", "analytic", SUFFIX), ("absorb", "euler", SUFFIX),
+                                                   ("absorb", "ordered", SUFFIX), ("uniform", "euler", SUFFIX),
+                                                   ("bijective", "analytic", ""), ("ar", "analytic", "")])
+def test_sample_mode_fills_between_a_given_prefix_and_suffix(checkpoints, tmp_path: Path, name, sampler, suffix) -> None:
+    m = run_eval(checkpoints, name, tmp_path, "mode=sample", f"sample.sampler={sampler}", "sample.steps=4", "sample.num_samples=3",
+                 f"sample.prefix='{PREFIX}'", f"sample.suffix='{suffix}'", "sample.fill=5")
+    rows = [json.loads(line) for line in Path(m["samples_path"]).read_text().splitlines()]
+    given = rows[0]["given"]
+    assert m["given_positions"] == len(given) == m["length"] - 5 and m["num_samples"] == len(rows) == 3
+    n_prefix = next(i for i in range(m["length"]) if i not in given)
+    for row in rows:
+        assert row["given"] == given and len(row["ids"]) == m["length"]
+        assert [row["ids"][i] for i in given] == [rows[0]["ids"][i] for i in given]  # given tokens bit-identical
+        assert row["text"].startswith(PREFIX) and row["text"].endswith(suffix)
+        assert sorted(set(range(m["length"])) - set(given)) == list(range(n_prefix, n_prefix + 5))  # one span of 5
+
+
+def test_the_ar_model_refuses_a_suffix_and_fill_must_leave_room(checkpoints, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="continues a prefix only"):
+        run_eval(checkpoints, "ar", tmp_path, "mode=sample", f"sample.suffix='{SUFFIX}'")
+    with pytest.raises(ConfigError, match="sample.fill=0"):
+        run_eval(checkpoints, "absorb", tmp_path, "mode=sample", f"sample.prefix='{PREFIX}'", "sample.fill=0")
+    with pytest.raises(ConfigError, match="disagrees"):
+        run_eval(checkpoints, "absorb", tmp_path, "mode=sample", f"sample.prefix='{PREFIX}'", "sample.fill=3", "sample.length=4")
+
+
+def test_without_fill_the_span_fills_the_training_length(checkpoints, tmp_path: Path) -> None:
+    m = run_eval(checkpoints, "absorb", tmp_path, "mode=sample", "sample.num_samples=1", f"sample.prefix='{PREFIX}'")
+    assert m["length"] == 16 and 0 < m["given_positions"] < 16
+
+
+def test_text_generator_from_python(checkpoints) -> None:
+    from bijdiff.app.generation import TextGenerator
+
+    generator = TextGenerator.load(checkpoints["absorb"], device="cpu")
+    completions = generator.generate(prefix=PREFIX, suffix=SUFFIX, fill=4, num_samples=2, steps=4, seed=3)
+    assert len(completions) == 2 and all(c.text.startswith(PREFIX) and c.text.endswith(SUFFIX) for c in completions)
+    assert all(len(c.generated) == 4 for c in completions)
+    again = generator.generate(prefix=PREFIX, suffix=SUFFIX, fill=4, num_samples=2, steps=4, seed=3)
+    assert [c.ids for c in again] == [c.ids for c in completions]  # a seed gives the same draws
+    given = generator.given_ids(PREFIX, "", 3)
+    pattern = torch.where(torch.arange(len(given)) % 2 == 0, given.clamp_min(0), torch.tensor(-1))  # any pattern
+    ids, calls = generator.sample_ids(pattern, num_samples=2, steps=4)
+    assert torch.equal(ids[:, ::2], pattern[::2].expand(2, -1)) and calls >= 1
+
+
+def test_conditional_sampling_from_the_command_line(checkpoints, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "eval.py", f"ckpt_path={checkpoints['absorb']}", "mode=sample", f"sample.prefix='{PREFIX}'",
+         f"sample.suffix='{SUFFIX}'", "sample.fill=4", "sample.num_samples=2", "sample.steps=4", f"paths.output_dir={tmp_path}",
+         f"paths.cache_dir={checkpoints['cache']}", "device=cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["text"] in proc.stdout for r in rows)  # every completed text is printed

@@ -1,4 +1,4 @@
-"""``mode=sample``: draw sequences from a checkpoint, write them as JSONL and measure them."""
+"""``mode=sample``: draw sequences from a checkpoint (optionally around given text), write them as JSONL and measure them."""
 from __future__ import annotations
 
 import json
@@ -10,16 +10,14 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from tokenizers import Tokenizer
 
-from ..data.tokenizer import decode_ids
-from ..diffusion import SAMPLERS
 from ..errors import ConfigError
 from ..io import write_text_atomic
 from ..lit import LitLanguageModel
 from ..progress import Progress
 from .checkpoint import load_module
 from .common import log
+from .generation import TextGenerator
 
 
 def sample_statistics(ids: torch.Tensor) -> dict[str, float]:
@@ -56,42 +54,36 @@ def judge_nll(judge_ckpt: str, module: LitLanguageModel, ids: torch.Tensor, devi
 
 
 def sample_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    """Draw ``sample.num_samples`` sequences; JSONL, entropy, distinct-n, tokens/s, judge perplexity."""
+    """Draw ``sample.num_samples`` sequences, conditioned on ``sample.prefix`` / ``sample.suffix`` around
+    ``sample.fill`` generated tokens if given; JSONL, entropy, distinct-n, tokens/s, judge perplexity."""
     s = cfg.sample
-    is_ar = not module.objective.is_bound
-    if not is_ar and s.sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sample.sampler={s.sampler!r}; choose one of {list(SAMPLERS)}")
-    if s.num_samples < 1 or s.batch_size < 1:
-        raise ConfigError("sample.num_samples and sample.batch_size must be ≥ 1")
-    temperature = float(s.temperature)
-    length = int(s.length or module.hparams["cfg"]["data"]["seq_len"])
-    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
-    chunks, calls, progress, start = [], 0.0, Progress("sample", int(s.num_samples)), time.perf_counter()
-    for first in range(0, int(s.num_samples), int(s.batch_size)):
-        shape = (min(int(s.batch_size), int(s.num_samples) - first), length)
-        stats: dict[str, float] = {}
-        chunks.append(module.objective.sample(model, shape, int(s.steps), s.sampler, device, generator, stats, temperature).cpu())
-        calls += stats["network_calls_per_sample"] * shape[0]
-        progress.update(first + shape[0])
+    generator = TextGenerator(module, device)
+    conditional = bool(s.get("prefix") or s.get("suffix"))
+    given = generator.given_ids(s.get("prefix") or "", s.get("suffix") or "", s.get("fill"), s.length)
+    progress, start = Progress("sample", int(s.num_samples)), time.perf_counter()
+    ids, calls = generator.sample_ids(given, int(s.num_samples), s.sampler, int(s.steps), float(s.temperature), int(cfg.seed),
+                                      int(s.batch_size), on_batch=progress.update)
     seconds = time.perf_counter() - start
-    ids = torch.cat(chunks)
-    sampler = "ancestral" if is_ar else s.sampler
-    tokenizer = Tokenizer.from_str(module.extra_state["tokenizer"])
-    rows = [{"index": i, "text": decode_ids(tokenizer, row), "ids": row} for i, row in enumerate(ids.tolist())]
+    completions = generator.completions(ids, given)
+    rows = [{"index": i, "text": c.text, "ids": c.ids, "given": c.given} for i, c in enumerate(completions)]
     path = write_text_atomic(Path(cfg.paths.output_dir) / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    generated = int((given < 0).sum()) * len(ids)
+    sampler = "ancestral" if generator.is_ar else s.sampler
     metrics = {
         "sampler": sampler,
-        "steps": int(s.steps) if sampler in ("euler", "analytic") else length,
-        "temperature": temperature,
-        "network_calls_per_sample": calls / len(ids),
+        "steps": int(s.steps) if sampler in ("euler", "analytic") else int((given < 0).sum()),
+        "temperature": float(s.temperature),
+        "network_calls_per_sample": calls,
         "num_samples": len(rows),
-        "length": length,
+        "length": ids.shape[1],
+        "given_positions": int((given >= 0).sum()),
         "sample_seconds": seconds,
-        "tokens_per_s": ids.numel() / seconds,
+        "tokens_per_s": generated / seconds,
         "samples_path": str(path),
         **sample_statistics(ids),
     }
     if cfg.judge_ckpt:
         metrics |= judge_nll(cfg.judge_ckpt, module, ids, device, int(s.batch_size))
-    print("\n---\n".join(r["text"] for r in rows[:3]), flush=True)
+    shown = rows if conditional else rows[:3]
+    print("\n---\n".join(r["text"] for r in shown), flush=True)
     return metrics

@@ -81,3 +81,8 @@ def decode_ids(tok: Tokenizer, ids: Sequence[int]) -> str:
         else:
             lines[-1].append(i)
     return "\n".join(tok.decode(line) for line in lines)
+
+
+def encode_text(tok: Tokenizer, text: str) -> list[int]:
+    """Token ids of a piece of text, newlines as ``[EOL]`` (none after the last line): the inverse of ``decode_ids``."""
+    return encode_lines(tok, text.split("\n"))[:-1] if text else []
