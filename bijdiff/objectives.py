@@ -51,12 +51,13 @@ class DiffusionObjective(Objective):
 
     is_bound = True
 
-    def __init__(self, graph: Graph, noise: Noise, t_min: float) -> None:
+    def __init__(self, graph: Graph, noise: Noise, t_min: float, gather_scored: bool | None = None) -> None:
         self.graph, self.noise, self.t_min = graph, noise, t_min
+        self.gather_scored = gather_scored  # None: by device (``dwdse``)
 
     def train_nats(self, model, x0, mask, rank=0, world_size=1):
         t = stratified_times(x0.shape[0], x0.device, self.t_min, rank=rank, world_size=world_size)
-        return dwdse(model, self.graph, self.noise, x0, t, mask)
+        return dwdse(model, self.graph, self.noise, x0, t, mask, gather_scored=self.gather_scored)
 
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return elbo_nats(model, self.graph, self.noise, x0, mask, samples, generator)

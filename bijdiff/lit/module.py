@@ -16,6 +16,7 @@ from ..errors import NonFiniteLossError
 from ..models import build_model
 from ..objectives import build_objective
 from .ema import EMA
+from .nonfinite import NonfiniteFlags
 
 
 class LitLanguageModel(L.LightningModule):
@@ -29,9 +30,11 @@ class LitLanguageModel(L.LightningModule):
 
     Each training batch reseeds the global RNG from ``(seed, rank, step, batch)``: every rank
     draws different noise, and a resumed run draws exactly what the uninterrupted run would have,
-    with no RNG state to carry between processes. Batches whose loss is NaN/Inf are skipped with
-    a warning; after ``optim.max_nonfinite_steps`` of them training stops (the interrupt
-    checkpoint keeps the last good weights).
+    with no RNG state to carry between processes. An optimizer step with a NaN/Inf loss in any of
+    its batches (on any rank) is skipped on the device: the fused AdamW's ``found_inf`` leaves
+    weights and moments as they were, so the host never waits on the check. The host reads the
+    flags behind the steps, warns, and after ``optim.max_nonfinite_steps`` skipped steps stops
+    training (the interrupt checkpoint keeps the last good weights).
     """
 
     def __init__(self, cfg: Mapping[str, Any], num_tokens: int, seed: int = 0) -> None:
@@ -47,21 +50,22 @@ class LitLanguageModel(L.LightningModule):
         self.extra_state: dict[str, Any] = {}  # tokenizer, unigram counts: saved in checkpoints
         self._last_step_time: float | None = None
         self.nonfinite_steps = 0
-        self._good_batches = 0  # finite-loss batches since the last optimizer step
+        self._step_nonfinite: torch.Tensor | None = None  # device flag of the step being accumulated
+        self._nonfinite_flags = NonfiniteFlags()
 
     # -- training ----------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._count_nonfinite()
         torch.manual_seed(training_seed(self.hparams.seed, self.global_rank, self.global_step, batch_idx))
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, mask = batch["input_ids"], batch["loss_mask"]
         nats = self.objective.train_nats(self.model, x0, mask, self.global_rank, self.trainer.world_size)
         loss = nats.sum() / mask.sum()
-        if self._skip_nonfinite(loss):
-            # a zero loss that reaches every parameter: backward (and DDP's all-reduce) still runs
-            # on every rank, and on_before_optimizer_step drops the update
-            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
-        self._good_batches += 1
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.trainer.world_size > 1:  # an all-reduce: every rank skips alike, and the host does not wait
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        self._step_nonfinite = bad if self._step_nonfinite is None else self._step_nonfinite + bad
         self.log("train/loss", loss, prog_bar=True)
         now = time.perf_counter()
         if self._last_step_time is not None:
@@ -70,34 +74,32 @@ class LitLanguageModel(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        skip, self._good_batches = self._good_batches == 0, 0
-        if skip:  # every batch of this step had a non-finite loss: no gradients, so AdamW changes nothing
-            optimizer.zero_grad(set_to_none=True)
-            return
+        flag = (self._step_nonfinite > 0).float()
+        optimizer.found_inf = flag  # the fused AdamW skips the whole update where it is 1 (as under AMP's GradScaler)
+        self._nonfinite_flags.push(self.global_step, flag)
+        self._step_nonfinite = None
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
             self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
 
-    def _skip_nonfinite(self, loss: torch.Tensor) -> bool:
-        """True (on every rank alike) when some rank's loss is NaN/Inf; stop past the limit."""
-        bad = (~torch.isfinite(loss.detach())).float()
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
-        if not bool(bad > 0):  # one host sync per step: the cost of skipping safely
-            return False
-        self.nonfinite_steps += 1
+    def _count_nonfinite(self, wait: bool = False, stop: bool = True) -> None:
+        """Warn for each skipped step whose flag has reached the host; with ``stop``, raise past
+        ``optim.max_nonfinite_steps`` (not while a checkpoint is being written)."""
         limit = int(self.cfg["optim"]["max_nonfinite_steps"])
-        if self.nonfinite_steps > limit:
+        for step, flag in self._nonfinite_flags.arrived(wait):
+            if flag:
+                self.nonfinite_steps += 1
+                if self.nonfinite_steps <= limit:
+                    warnings.warn(f"step {step}: non-finite training loss, step skipped "
+                                  f"({self.nonfinite_steps} of at most optim.max_nonfinite_steps={limit})",
+                                  RuntimeWarning, stacklevel=2)
+        if stop and self.nonfinite_steps > limit:
             raise NonFiniteLossError(
-                f"the training loss was NaN/Inf in {self.nonfinite_steps} batches (optim.max_nonfinite_steps={limit}); "
+                f"the training loss was NaN/Inf in {self.nonfinite_steps} steps (optim.max_nonfinite_steps={limit}); "
                 "stopped. Lower optim.lr, keep trainer.gradient_clip_val set, or check the data"
             )
-        warnings.warn(
-            f"step {self.global_step}: non-finite training loss, batch skipped "
-            f"({self.nonfinite_steps} of at most optim.max_nonfinite_steps={limit})",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return True
+
+    def on_train_end(self) -> None:
+        self._count_nonfinite(wait=True)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -107,7 +109,7 @@ class LitLanguageModel(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.cfg["optim"]
         groups = parameter_groups(self.model, float(o["weight_decay"]))
-        optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
+        optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=True)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = warmup_cosine(optimizer, int(o["warmup_steps"]), total, float(o["min_lr_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -138,6 +140,7 @@ class LitLanguageModel(L.LightningModule):
 
     # -- checkpoint extras -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._count_nonfinite(wait=True, stop=False)  # the count a resume starts from includes every step taken
         checkpoint["bijdiff"] = dict(self.extra_state, words_per_token=self.words_per_token, nonfinite_steps=self.nonfinite_steps)
         live = self.ema.live_parameters if self.ema is not None else None
         if live is not None:  # saved while validating with the averages swapped in: keep the live weights
