@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bijdiff.lit import LitLanguageModel
-from bijdiff.lit.module import parameter_groups
+from bijdiff.lit.module import build_optimizer
 
 from .conftest import TINY, compose_config
 
@@ -63,7 +63,7 @@ def test_the_training_step_reads_nothing_back_from_the_device(overrides) -> None
     module = tiny_module(*overrides)
     if module.objective.is_bound:
         module.objective.gather_scored = False  # the accelerators' path (the CPU's default gathers)
-    optimizer = torch.optim.AdamW(parameter_groups(module.model, 0.01), lr=1e-3, fused=True)
+    optimizer = build_optimizer(module.model, module.cfg["optim"])
     x0 = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(0))
     training_step(module, optimizer, x0)  # first step: optimizer state is created
     with HostReads() as reads:
@@ -74,7 +74,7 @@ def test_the_training_step_reads_nothing_back_from_the_device(overrides) -> None
 def test_the_watch_sees_a_boolean_gather_and_an_item() -> None:
     """The test has teeth: the CPU's gathering path and a host check are both caught."""
     module = tiny_module("model=standard")
-    optimizer = torch.optim.AdamW(parameter_groups(module.model, 0.0), lr=1e-3, fused=True)
+    optimizer = build_optimizer(module.model, module.cfg["optim"])
     x0 = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(0))
     module.objective.gather_scored = True
     with HostReads() as reads:
@@ -107,7 +107,7 @@ def test_the_fixed_shape_loss_equals_the_gathered_one(graph) -> None:
 def test_a_nonfinite_step_changes_nothing_on_the_device() -> None:
     """``found_inf = 1`` leaves weights, moments and the step count of the fused AdamW as they were."""
     module = tiny_module("model=bijective")
-    optimizer = torch.optim.AdamW(parameter_groups(module.model, 0.1), lr=1e-2, fused=True)
+    optimizer = build_optimizer(module.model, module.cfg["optim"] | {"weight_decay": 0.1})
     x0 = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(0))
     training_step(module, optimizer, x0)
     before = {k: v.clone() for k, v in module.model.state_dict().items()}
@@ -118,3 +118,26 @@ def test_a_nonfinite_step_changes_nothing_on_the_device() -> None:
     optimizer.step()
     assert all(torch.equal(before[k], v) for k, v in module.model.state_dict().items())
     assert all(torch.equal(m[k], s[k]) for m, s in zip(moments, optimizer.state.values()) for k in m)
+
+
+def test_under_a_gradient_scaler_a_nonfinite_step_is_still_skipped() -> None:
+    """``precision=16-mixed`` on CUDA steps through AMP's GradScaler: it unscales (and so clipping works),
+    finds the NaN/Inf gradients a NaN loss gives and does not step; finite steps go through."""
+    module = tiny_module("model=bijective")
+    optimizer = build_optimizer(module.model, module.cfg["optim"] | {"weight_decay": 0.1})
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    x0 = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(x0, dtype=torch.bool)
+    for poison in (1.0, float("nan"), 1.0):
+        before = [p.detach().clone() for p in module.model.parameters()]
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = module.objective.train_nats(module.model, x0, mask).sum() / mask.sum() * poison
+        optimizer.found_inf = (~torch.isfinite(loss.detach())).float()  # what on_before_optimizer_step sets
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # as Lightning's AMP plugin does, before clipping
+        torch.nn.utils.clip_grad_norm_(module.model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        moved = any(not torch.equal(a, p) for a, p in zip(before, module.model.parameters()))
+        assert moved == (poison == 1.0)

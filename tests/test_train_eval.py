@@ -172,3 +172,16 @@ def test_weight_decay_shrinks_matrices_and_spares_embeddings_norms_and_biases() 
         decayed = name == "proj.weight"
         expected = before[name] * (1 - 0.1 * 0.5) if decayed else before[name]
         assert torch.equal(p.detach(), expected), name
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_the_memory_efficient_bijective_trunk(wiki_files, tmp_path: Path, precision) -> None:
+    """Lightning's autocast around the reversible trunk's custom backward, the fused optimizer and the
+    checkpoint: the run ends with finite weights and a finite validation bound."""
+    from .conftest import tiny_config
+
+    result = train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", "model=bijective_affine",
+                               f"trainer.precision={precision}", "trainer.max_steps=3"))
+    assert result["global_step"] == 3 and math.isfinite(result["best_val_nll"])
+    state = torch.load(result["last_ckpt"], map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

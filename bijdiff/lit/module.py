@@ -108,8 +108,7 @@ class LitLanguageModel(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.cfg["optim"]
-        groups = parameter_groups(self.model, float(o["weight_decay"]))
-        optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=True)
+        optimizer = build_optimizer(self.model, o)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = warmup_cosine(optimizer, int(o["warmup_steps"]), total, float(o["min_lr_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -152,6 +151,16 @@ class LitLanguageModel(L.LightningModule):
         self.words_per_token = extra.pop("words_per_token", None)
         self.nonfinite_steps = int(extra.pop("nonfinite_steps", 0))  # the limit counts across resumes
         self.extra_state = extra
+
+
+def build_optimizer(model: torch.nn.Module, o: Mapping[str, Any]) -> torch.optim.AdamW:
+    """The fused AdamW of ``optim``: its step reads ``found_inf`` (1: skip the whole update, on the device)."""
+    groups = parameter_groups(model, float(o["weight_decay"]))
+    optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=True)
+    # Not scaled inside the step: under 16-mixed AMP's scaler then unscales before clipping (Lightning
+    # refuses to clip for an optimizer that unscales itself); the fused step still honours found_inf.
+    optimizer._step_supports_amp_scaling = False
+    return optimizer
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
