@@ -1,12 +1,12 @@
 """Training throughput of the default model against the machine's measured fp32 matmul peak.
 
     python bench/throughput.py [--batch 32] [--seq 128] [--steps 10] [--variants ...] [--set model.dropout=0.0 ...]
-                               [--out bench/results/throughput.json]
+                               [--compile default] [--out bench/results/throughput.json]
 
 For ``model=standard``, ``model=bijective`` without and with memory efficiency (``--variants``
 adds ``bijective_affine``, ``standard-uniform`` and ``ar``; the default config otherwise:
 d_model 256, 4 layers, vocabulary 8192, absorbing graph): the median time of a
-full training step (SEDD loss, backward, gradient clipping, AdamW) on random tokens, tokens/s,
+full training step (SEDD loss, backward, gradient clipping, the fused AdamW of training) on random tokens, tokens/s,
 the FLOPs of one step as counted with ``torch.utils.flop_counter``'s formulas (matmuls and attention; the
 memory-efficient variant's recomputation included), and achieved GFLOP/s as a fraction of the
 best fp32 matmul rate measured in the same run. Steps of the variants are interleaved so that
@@ -87,6 +87,8 @@ def make_step(overrides: list[str], args: argparse.Namespace):
     from omegaconf import OmegaConf
 
     from bijdiff import build_model
+    from bijdiff.lit.module import build_optimizer
+    from bijdiff.nn.compile import compile_sublayers
     from bijdiff.objectives import build_objective
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -96,7 +98,7 @@ def make_step(overrides: list[str], args: argparse.Namespace):
     torch.manual_seed(0)
     model = build_model(plain).train()
     objective = build_objective(plain, model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(model, OmegaConf.to_container(cfg.optim, resolve=True))
     x0 = torch.randint(0, args.vocab - 1, (args.batch, args.seq))
     mask = torch.ones_like(x0, dtype=torch.bool)
 
@@ -107,8 +109,11 @@ def make_step(overrides: list[str], args: argparse.Namespace):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
 
-    with CountFlops() as counter:
+    with CountFlops() as counter:  # eager: the same FLOPs a compiled step performs
         step()
+    if args.compile:
+        compile_sublayers(model, args.compile)
+        step()  # compiles forward and backward before any step is timed
     params = sum(p.numel() for p in model.parameters())
     return step, counter.total, params
 
@@ -139,6 +144,8 @@ def main() -> None:
                         help="which models to time (default: the standard trunk and the bijective one without and with memory efficiency)")
     parser.add_argument("--profile", choices=list(VARIANTS), help="print where one step of this variant spends its time, then exit")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every variant, e.g. model.dropout=0.0")
+    parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune"], default=None,
+                        help="torch.compile every variant's attention and MLP branches (as train.py compile=MODE)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
     args = parser.parse_args()
 
@@ -167,12 +174,12 @@ def main() -> None:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "matmul_peak_gflop_per_s": peak, "batch": args.batch, "seq_len": args.seq, "vocab": args.vocab,
-        "steps": args.steps, "overrides": args.set, "rows": rows,
+        "steps": args.steps, "overrides": args.set, "compile": args.compile, "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"fp32 matmul peak ({args.matmul_n}², best of 20): {peak:.1f} GFLOP/s; batch {args.batch} × {args.seq} tokens; "
-          f"overrides: {' '.join(args.set) or 'none'}")
+          f"overrides: {' '.join(args.set) or 'none'}; compile: {args.compile or 'no'}")
     print("| variant | params | step (s) | tokens/s | GFLOP/step | GFLOP/s | of peak |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

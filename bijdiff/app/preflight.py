@@ -7,6 +7,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
+from ..nn.compile import COMPILE_MODES
 
 # keys whose values must be numbers (Lightning and the data module would otherwise fail deep inside)
 INTEGER_KEYS = (
@@ -19,6 +20,13 @@ NUMBER_KEYS = (
     "trainer.val_check_interval", "trainer.limit_val_batches", "trainer.gradient_clip_val",
     "optim.lr", "optim.weight_decay", "optim.min_lr_ratio", "ema.decay", "model.mlp_ratio", "model.dropout",
 )
+
+
+def check_compile(cfg: DictConfig) -> None:
+    """``compile`` is null or one of torch.compile's modes."""
+    mode = cfg.get("compile")
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ConfigError(f"compile={mode!r}: use null (eager) or one of {list(COMPILE_MODES)}")
 
 
 def _is_number(value: Any, integer: bool) -> bool:

@@ -19,8 +19,9 @@ from ..lit import LitLanguageModel
 from ..lit.loggers import ResumableCSVLogger
 from ..lit.loop_state import save_between_steps
 from ..models import describe_model, model_label
+from ..nn.compile import compile_sublayers
 from .common import log, quiet_third_party_notices
-from .preflight import available_accelerators, check_accelerator, check_numbers
+from .preflight import available_accelerators, check_accelerator, check_compile, check_numbers
 from .rundir import RunDirectory, claim_run_directory, launch_rank
 
 MODULE_GROUPS = ("model", "diffusion", "optim", "ema", "eval", "data")  # diffusion: absent under model=ar
@@ -59,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
     check_numbers(cfg)
+    check_compile(cfg)
     check_accelerator(cfg.trainer)
     resume_at = resume_step(cfg.get("ckpt_path"))  # a bad ckpt_path fails here, before any work
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -83,6 +85,8 @@ def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
         "unigram_counts": torch.from_numpy(datamodule.unigram_counts()),
     }
     log.info("model: %s", describe_model(plain, module.model))
+    if cfg.get("compile"):
+        log.info("compile: %d attention and MLP branches (mode %s)", compile_sublayers(module.model, cfg.compile), cfg.compile)
 
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [_instantiate_logger(lg, plain) for lg in cfg.logger.values()] if cfg.get("logger") else False
