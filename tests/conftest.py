@@ -2,44 +2,24 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from bijdiff.data.synthetic import write_synthetic_splits
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-WORDS = ("the cat dog sat on a mat and ran to big red house with <unk> @-@ of in is was "
-         "river city song film game team year first new one two three = , .").split()
-
-
-def _fake_wiki(n_lines: int, seed: int) -> str:
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n_lines):
-        if i % 7 == 0:
-            lines.append(" ")
-        elif i % 7 == 1:
-            lines.append(f" = {rng.choice(WORDS).title()} {rng.choice(WORDS)} = ")
-        else:
-            lines.append(" " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) + " ")
-    return "\n".join(lines) + "\n"
-
 
 @pytest.fixture(scope="session")
 def wiki_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small train/validation/test files in the classic one-line-per-line WikiText layout."""
-    d = tmp_path_factory.mktemp("wiki")
-    files = {}
-    for split, n, seed in (("train", 400, 0), ("validation", 60, 1), ("test", 70, 2)):
-        files[split] = d / f"wiki.{split}.tokens"
-        files[split].write_text(_fake_wiki(n, seed), encoding="utf-8")
-    return files
+    return write_synthetic_splits(tmp_path_factory.mktemp("wiki"))
 
 
 TINY = [

@@ -55,7 +55,7 @@ def likelihood_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.n
         if exact:
             tick = time.perf_counter()
             ll = exact_log_likelihood(model, objective.graph, objective.noise, x0, mask, int(e.exact_variants_per_call))
-            exact_nats -= float(ll.double().sum())
+            exact_nats -= float(ll.cpu().double().sum())  # on the host: MPS has no float64
             seconds["exact"] += time.perf_counter() - tick
         tokens += int(mask.sum())
         if subset:

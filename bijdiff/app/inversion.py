@@ -20,7 +20,7 @@ def inversion_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn
         raise NotInvertibleError(f"model={module.hparams['cfg']['model']['name']} has no invertible trunk: use a model=bijective checkpoint")
     model.require_bijective()
     datamodule, _, _ = load_split(cfg, module)
-    model64 = copy.deepcopy(model).double()
+    model64 = copy.deepcopy(model).cpu().double()  # the fp64 reference runs on the host: MPS has no float64
     stats: dict[str, list[float]] = {}
     for i, batch in enumerate(datamodule.eval_dataloader(cfg.split)):
         if i >= int(cfg.invert.batches):
@@ -28,7 +28,8 @@ def inversion_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn
         x0 = batch["input_ids"].to(device)
         sigma = torch.linspace(0.05, 5.0, x0.shape[0], device=device)  # spread over noise levels
         for precision, m in (("fp32", model), ("fp64", model64)):
-            for key, value in trunk_round_trip(m, x0, sigma.to(next(m.parameters()).dtype)).items():
+            reference = next(m.parameters())
+            for key, value in trunk_round_trip(m, x0.to(reference.device), sigma.to(reference.device, reference.dtype)).items():
                 stats.setdefault(f"{key}_{precision}", []).append(value)
     worst = {"rel_error", "logdet_sum_error"}
     metrics: dict[str, Any] = {"split": cfg.split, "batches": len(next(iter(stats.values())))}

@@ -75,7 +75,11 @@ class LitLanguageModel(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         flag = (self._step_nonfinite > 0).float()
-        optimizer.found_inf = flag  # the fused AdamW skips the whole update where it is 1 (as under AMP's GradScaler)
+        if flag.device.type == "mps":  # MPS's fused AdamW does not honour found_inf: skip from the host (one sync)
+            if bool(flag):
+                optimizer.zero_grad(set_to_none=True)  # no gradients: AdamW leaves every parameter as it is
+        else:
+            optimizer.found_inf = flag  # the fused AdamW skips the whole update where it is 1 (as under AMP's GradScaler)
         self._nonfinite_flags.push(self.global_step, flag)
         self._step_nonfinite = None
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
