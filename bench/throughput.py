@@ -81,8 +81,9 @@ class CountFlops(TorchDispatchMode):
         return out
 
 
-def make_step(overrides: list[str], args: argparse.Namespace):
-    """A full training step of the configured model and the FLOPs it performs."""
+def make_step(overrides: list[str], args: argparse.Namespace, device: str = "cpu", autocast: torch.dtype | None = None):
+    """A full training step of the configured model on ``device`` (under autocast to ``autocast``, if given)
+    and the FLOPs it performs."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -96,15 +97,16 @@ def make_step(overrides: list[str], args: argparse.Namespace):
     plain = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "diffusion") if k in cfg}  # AR: no diffusion
     plain["data"] = {"vocab_size": args.vocab}
     torch.manual_seed(0)
-    model = build_model(plain).train()
+    model = build_model(plain).train().to(device)
     objective = build_objective(plain, model)
     optimizer = build_optimizer(model, OmegaConf.to_container(cfg.optim, resolve=True))
-    x0 = torch.randint(0, args.vocab - 1, (args.batch, args.seq))
+    x0 = torch.randint(0, args.vocab - 1, (args.batch, args.seq), device=device)
     mask = torch.ones_like(x0, dtype=torch.bool)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = objective.train_nats(model, x0, mask).sum() / mask.sum()
+        with torch.autocast(torch.device(device).type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            loss = objective.train_nats(model, x0, mask).sum() / mask.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

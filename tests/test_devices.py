@@ -4,8 +4,11 @@ Placement: inside ``with torch.device("meta")`` every tensor created without an 
 lands on ``meta``, and mixing it with the CPU inputs raises; so code that passes means every
 tensor it creates follows its input's device (what CUDA and MPS need). Dtype: MPS has no
 float64, so a dispatch mode fails on any float64 result in training and evaluation forwards.
+``BIJDIFF_TEST_DEVICE=cuda`` (or ``mps``) runs the last test on that device.
 """
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -18,6 +21,7 @@ from bijdiff.objectives import build_objective
 
 DIFFUSION = {"absorb": {"graph": "absorb", "noise": {"name": "loglinear", "eps": 1e-3}, "t_min": 1e-3},
              "uniform": {"graph": "uniform", "noise": {"name": "geometric", "sigma_min": 1e-4, "sigma_max": 20.0}, "t_min": 1e-3}}
+DEVICE = os.environ.get("BIJDIFF_TEST_DEVICE", "cpu")  # bench/device_check.py runs this file with its accelerator
 CASES = [("standard", "absorb"), ("bijective", "absorb"), ("standard", "uniform"), ("bijective", "uniform"), ("ar", "absorb")]
 
 
@@ -82,3 +86,16 @@ def test_the_float64_guard_has_teeth() -> None:
         exercise(model, cfg, torch.randint(11, (3, 7)))  # CPU sampling draws in float64 on purpose
     with pytest.raises(RuntimeError, match="meta"), torch.device("meta"):
         torch.zeros(2) + torch.ones(2, device="cpu")
+
+
+@pytest.mark.parametrize("name, graph", CASES)
+def test_a_whole_run_stays_on_the_device_without_float64(name, graph, monkeypatch) -> None:
+    """On ``BIJDIFF_TEST_DEVICE`` (the CPU by default; CUDA or MPS when ``bench/device_check.py`` runs it there):
+    outputs, parameters and gradients stay on the device, and with float32 draws nothing is float64."""
+    monkeypatch.setattr(sampling, "draw_dtype", lambda device: torch.float32)
+    model, cfg = tiny(name, graph)
+    model.to(DEVICE)
+    with NoFloat64():
+        exercise(model, cfg, torch.randint(11, (3, 7), device=DEVICE))
+    device = torch.device(DEVICE).type
+    assert all(p.device.type == device and (p.grad is None or p.grad.device == p.device) for p in model.parameters())
