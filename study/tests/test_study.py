@@ -262,3 +262,20 @@ def test_the_time_plot_draws_each_configuration_once_over_its_seeds(tmp_path: Pa
     assert (tmp_path / "val_nll_vs_time.png").stat().st_size > 0
     legend = [t.get_text() for t in plt.gcf().axes[0].get_legend().get_texts()]
     assert legend == ["standard (2 seeds)"]
+
+
+def test_the_data_constrained_split_halves_the_test_file_at_an_article(tmp_path: Path) -> None:
+    from data_constrained import write_split
+
+    from bijdiff.data.synthetic import write_synthetic_splits
+
+    source = write_synthetic_splits(tmp_path / "classic", (70, 60, 140))
+    (tmp_path / "classic" / "wiki.valid.tokens").write_text(source["validation"].read_text())
+    manifest = write_split(tmp_path / "classic", tmp_path / "constrained")
+    out = tmp_path / "constrained"
+    assert (out / "wiki.train.tokens").read_bytes() == source["validation"].read_bytes()
+    halves = [(out / f"wiki.{s}.tokens").read_text() for s in ("valid", "test")]
+    assert halves[0] + halves[1] == source["test"].read_text()  # nothing lost, nothing repeated
+    assert halves[1].startswith(" = ") and halves[1].split("\n")[0].endswith(" = ")  # the test half starts an article
+    words = [manifest[f"wiki.{s}.tokens"]["words"] for s in ("valid", "test")]
+    assert abs(words[0] - words[1]) < 0.3 * sum(words)
