@@ -13,7 +13,8 @@ Steps, each timed and recorded even when it fails (the run goes on to the next):
    deepest of each that fits ``--budget-gib``, from the measured per-block growth;
 5. training tokens/s and model FLOP utilisation (bf16 autocast) of the default size and of a
    GPT-2-small-size trunk (768 × 12, sequence 1024), bijective against standard, against the
-   GPU's dense bf16 peak (a table of datasheet values) and the bf16 matmul rate measured here;
+   GPU's dense bf16 peak (a table of datasheet values) and the bf16 matmul rate measured here (model
+   FLOPs: the memory-efficient trunk's recomputation is not counted);
 6. one FSDP training step (``fully_shard`` of the whole model, one process).
 
 Writes ``device_check.json`` and ``device_check.md`` (the docs table, with the date and the device's
@@ -27,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -56,6 +58,7 @@ SIZES = {
 
 
 def synchronize(device: str) -> None:
+    """Wait for the device (CUDA) so that a host clock times its work."""
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -82,6 +85,7 @@ def device_tests(device: str) -> dict[str, Any]:
 
 
 def train_overrides(size: dict, files: dict[str, Path], out: Path, accelerator: str, *extra: str) -> list[str]:
+    """``train.py`` overrides for a run of ``size`` on ``files`` into ``out``."""
     m = size["model"]
     return [f"model.{k}={v}" for k, v in m.items()] + [
         f"data.vocab_size={size['vocab']}", f"data.seq_len={size['seq']}", f"data.batch_size={size['batch']}",
@@ -92,6 +96,7 @@ def train_overrides(size: dict, files: dict[str, Path], out: Path, accelerator: 
 
 
 def run_train(overrides: list[str]) -> dict[str, Any]:
+    """``train(cfg)`` of the composed training config, as ``train.py`` runs it."""
     from hydra import compose, initialize_config_dir
 
     from bijdiff.app.train import train
@@ -129,7 +134,8 @@ def bf16_training(size: dict, files: dict[str, Path], work: Path, accelerator: s
 
 
 def peak_training_memory(variant: str, depth: int, size: dict, device: str) -> int:
-    """Peak bytes of one trunk training step beyond the weights (CUDA allocator), or saved for backward (CPU)."""
+    """Peak bytes of one trunk training step beyond its weights and gradients (CUDA allocator; autocast's
+    bf16 weight copies included), or the bytes saved for backward (CPU)."""
     from reversible_memory import build_trunk, trunk_loss
 
     args = argparse.Namespace(d_model=size["model"]["d_model"], n_heads=size["model"]["n_heads"], batch=size["batch"], seq=size["seq"])
@@ -146,7 +152,8 @@ def peak_training_memory(variant: str, depth: int, size: dict, device: str) -> i
         loss, _ = trunk_loss(trunk, x, cond)
     loss.backward()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
+    gradients = sum(p.numel() * p.element_size() for p in trunk.parameters())  # grow with depth in any trunk
+    return torch.cuda.max_memory_allocated() - base - gradients
 
 
 def memory_curve(size: dict, device: str, budget_gib: float) -> dict[str, Any]:
@@ -188,8 +195,11 @@ def throughput(size: dict, device: str) -> dict[str, Any]:
     for shape, spec in shapes.items():
         overrides = [f"model.{k}={spec[k]}" for k in ("d_model", "n_layers", "n_heads")]
         args = argparse.Namespace(vocab=size["vocab"], batch=spec["batch"], seq=spec["seq"], set=overrides, compile=None)
+        # model FLOPs of the memory-efficient trunk: the plain bijective step's (its recomputation is not model work)
+        _, bijective_flops, _ = make_step(VARIANTS["bijective"], args, device)
         for variant in ("standard", "bijective-memeff"):
             step, flops, params = make_step(VARIANTS[variant], args, device, torch.bfloat16 if device == "cuda" else None)
+            flops = bijective_flops if variant == "bijective-memeff" else flops
             step()
             times = []
             for _ in range(size["timed_steps"]):
@@ -216,11 +226,13 @@ def fsdp_step(size: dict, device: str) -> dict[str, Any]:
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     from bijdiff import build_model
+    from bijdiff.lit.module import build_optimizer
     from bijdiff.objectives import build_objective
 
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29517")
-    dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=0, world_size=1)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    dist.init_process_group("nccl" if device == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         m = dict(size["model"], name="bijective", mlp_ratio=4.0, dropout=0.1, coupling="additive", affine_clamp=2.0,
                  memory_efficient=True, mixing="none", actnorm=False)
@@ -232,13 +244,14 @@ def fsdp_step(size: dict, device: str) -> dict[str, Any]:
         for method in ("logits", "logits_at"):  # the objective calls these, not forward: FSDP must gather around them too
             register_fsdp_forward_method(model, method)
         objective = build_objective(cfg, model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        optimizer = build_optimizer(model, {"lr": 1e-3, "weight_decay": 0.0, "betas": (0.9, 0.98), "eps": 1e-8})
         x0 = torch.randint(0, size["vocab"] - 1, (size["batch"], size["seq"]), device=device)
         losses = []
         for _ in range(2):
             optimizer.zero_grad()
             loss = objective.train_nats(model, x0, torch.ones_like(x0, dtype=torch.bool)).mean()
             loss.backward()
+            optimizer.found_inf = (~torch.isfinite(loss.detach())).float()  # as training sets it
             optimizer.step()
             losses.append(float(loss))
         return {"losses": losses, "finite": all(map(torch.isfinite, map(torch.tensor, losses)))}

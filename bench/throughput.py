@@ -146,7 +146,7 @@ def main() -> None:
                         help="which models to time (default: the standard trunk and the bijective one without and with memory efficiency)")
     parser.add_argument("--profile", choices=list(VARIANTS), help="print where one step of this variant spends its time, then exit")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for every variant, e.g. model.dropout=0.0")
-    parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune"], default=None,
+    parser.add_argument("--compile", choices=["default"], default=None,
                         help="torch.compile every variant's attention and MLP branches (as train.py compile=MODE)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
     args = parser.parse_args()

@@ -37,6 +37,7 @@ def halve_at_an_article(lines: list[str]) -> int:
 
 
 def describe(path: Path) -> dict[str, object]:
+    """Lines, classic word count and sha256 of a file."""
     lines = read_lines(path)
     return {"lines": len(lines), "words": count_words(lines), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 

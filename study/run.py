@@ -42,7 +42,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import yaml
 from omegaconf import OmegaConf
@@ -264,7 +264,7 @@ def training_seconds(out: Path) -> dict[str, float]:
     return per_step
 
 
-def plot_against_time(out: Path, curves: dict[str, dict[int, float]], colour: dict, plt) -> None:
+def plot_against_time(out: Path, curves: dict[str, dict[int, float]], colour: dict[str, Any], plt: Any) -> None:
     """``val_nll_vs_time.png``: each configuration's validation bound against training time, the mean
     over its seeds with a band from the lowest to the highest seed."""
     per_step = training_seconds(out)

@@ -93,7 +93,7 @@ def test_trainer_ddp_trains_on_two_cpu_processes_and_skips_a_nan_on_one_rank(wik
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "bijdiff: done at step 3" in output
-    assert "step 1: non-finite training loss, step skipped" in output
+    assert "step 1: non-finite training loss or gradients, step skipped" in output
     assert (out / "checkpoints" / "last.ckpt").is_file()
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 3

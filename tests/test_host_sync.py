@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bijdiff.lit import LitLanguageModel
-from bijdiff.lit.module import build_optimizer
+from bijdiff.lit.module import build_optimizer, gradient_norm
 
 from .conftest import TINY, compose_config
 
@@ -37,14 +37,16 @@ class HostReads(TorchDispatchMode):
 
 
 def training_step(module: LitLanguageModel, optimizer: torch.optim.Optimizer, x0: torch.Tensor) -> None:
-    """What a training step runs on the device: loss, non-finite flag, backward, clipping, the guarded
-    fused update and the EMA (``LitLanguageModel.training_step`` / ``on_before_optimizer_step``)."""
+    """What a training step runs on the device: loss, non-finite flags of the loss and the gradient norm,
+    backward, clipping, the guarded fused update and the EMA (``LitLanguageModel.training_step`` /
+    ``on_before_optimizer_step``; Lightning's logging and DDP's all-reduce are not in it)."""
     mask = torch.ones_like(x0, dtype=torch.bool)
     loss = module.objective.train_nats(module.model, x0, mask).sum() / mask.sum()
-    flag = (~torch.isfinite(loss.detach())).float()
+    bad = (~torch.isfinite(loss.detach())).float()
     loss.backward()
+    norm = gradient_norm(module.model)
+    optimizer.found_inf = ((bad > 0) | ~torch.isfinite(norm)).float()
     torch.nn.utils.clip_grad_norm_(module.model.parameters(), 1.0)
-    optimizer.found_inf = (flag > 0).float()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     module.ema.update(module.model)

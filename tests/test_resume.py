@@ -168,7 +168,7 @@ def test_nonfinite_losses_are_skipped_with_a_warning(wiki_files, tmp_path: Path,
 
 def test_too_many_nonfinite_losses_stop_with_a_checkpoint(wiki_files, tmp_path: Path, monkeypatch) -> None:
     _nan_on_calls(monkeypatch, None)
-    with pytest.raises(NonFiniteLossError, match=r"optim.max_nonfinite_steps=2.*Lower optim.lr"):
+    with pytest.raises(NonFiniteLossError, match=r"NaN/Inf in 3 steps \(optim.max_nonfinite_steps=2\).*Lower optim.lr"):
         train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", "trainer.max_steps=20", "optim.max_nonfinite_steps=2"))
     ckpt = tmp_path / "run" / "checkpoints" / "interrupted.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -267,3 +267,41 @@ def test_a_periodic_checkpoint_resumes_in_place_at_the_right_steps(wiki_files, t
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == step
     train(tiny_config(wiki_files, run, cache, *common, f"ckpt_path={ckpt}"))
     assert _logged(run) == _logged(tmp_path / "full")
+
+
+def test_a_checkpoint_of_the_unfused_optimizer_resumes_fused(wiki_files, tmp_path: Path) -> None:
+    """Checkpoints written before the fused AdamW store ``fused=None``; loading them must not turn the
+    optimizer unfused (its step would refuse ``found_inf``)."""
+    common = ("trainer.max_steps=4", "trainer.val_check_interval=2")
+    first = train(tiny_config(wiki_files, tmp_path / "old", tmp_path / "cache", *common, "trainer.max_steps=2"))
+    ckpt = torch.load(first["last_ckpt"], map_location="cpu", weights_only=False)
+    for group in ckpt["optimizer_states"][0]["param_groups"]:
+        group["fused"], group["foreach"] = None, None  # as the unfused AdamW saved them
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    resumed = train(tiny_config(wiki_files, tmp_path / "new", tmp_path / "cache", *common, f"ckpt_path={old}"))
+    assert resumed["global_step"] == 4
+    state = torch.load(resumed["last_ckpt"], map_location="cpu", weights_only=False)
+    assert all(g["fused"] for g in state["optimizer_states"][0]["param_groups"])
+
+
+def test_a_finite_loss_with_nonfinite_gradients_is_skipped(wiki_files, tmp_path: Path, monkeypatch) -> None:
+    from bijdiff.lit import LitLanguageModel
+
+    real = LitLanguageModel.on_before_optimizer_step
+    calls = {"n": 0}
+
+    def poisoned(self, optimizer):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second step's gradients overflow although its loss was finite
+            next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(float("inf"))
+        real(self, optimizer)
+
+    monkeypatch.setattr(LitLanguageModel, "on_before_optimizer_step", poisoned)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", "trainer.max_steps=3"))
+    assert [str(w.message).split(":")[0] for w in caught if "non-finite" in str(w.message)] == ["step 1"]
+    state = torch.load(result["last_ckpt"], map_location="cpu", weights_only=False)
+    assert state["bijdiff"]["nonfinite_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())

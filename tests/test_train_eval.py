@@ -174,14 +174,14 @@ def test_weight_decay_shrinks_matrices_and_spares_embeddings_norms_and_biases() 
         assert torch.equal(p.detach(), expected), name
 
 
-@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
-def test_mixed_precision_trains_the_memory_efficient_bijective_trunk(wiki_files, tmp_path: Path, precision) -> None:
-    """Lightning's autocast around the reversible trunk's custom backward, the fused optimizer and the
-    checkpoint: the run ends with finite weights and a finite validation bound."""
+def test_bf16_mixed_precision_trains_the_memory_efficient_bijective_trunk(wiki_files, tmp_path: Path) -> None:
+    """Lightning's autocast around the reversible trunk's custom backward, the fused optimizer with clipping
+    and the checkpoint: the run ends with finite weights and a finite validation bound. (On the CPU Lightning
+    turns ``16-mixed`` into ``bf16-mixed``; the scaler's path is in ``test_host_sync.py``.)"""
     from .conftest import tiny_config
 
     result = train(tiny_config(wiki_files, tmp_path / "run", tmp_path / "cache", "model=bijective_affine",
-                               f"trainer.precision={precision}", "trainer.max_steps=3"))
+                               "trainer.precision=bf16-mixed", "trainer.max_steps=3"))
     assert result["global_step"] == 3 and math.isfinite(result["best_val_nll"])
     state = torch.load(result["last_ckpt"], map_location="cpu", weights_only=False)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

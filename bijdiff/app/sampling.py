@@ -19,6 +19,8 @@ from .checkpoint import load_module
 from .common import log
 from .generation import TextGenerator
 
+PRINTED_CONDITIONAL = 16  # completed texts printed by a prompted run (all of them go to samples.jsonl)
+
 
 def sample_statistics(ids: torch.Tensor) -> dict[str, float]:
     """Mean per-sample unigram entropy (nats; low means repetitive) and distinct-n for n = 1..4."""
@@ -80,10 +82,12 @@ def sample_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn.Mo
         "sample_seconds": seconds,
         "tokens_per_s": generated / seconds,
         "samples_path": str(path),
-        **sample_statistics(ids),
+        **sample_statistics(ids[:, given < 0]),  # of the generated tokens: the given ones are the same in every row
     }
     if cfg.judge_ckpt:
         metrics |= judge_nll(cfg.judge_ckpt, module, ids, device, int(s.batch_size))
-    shown = rows if conditional else rows[:3]
+    shown = rows[:PRINTED_CONDITIONAL] if conditional else rows[:3]
     print("\n---\n".join(r["text"] for r in shown), flush=True)
+    if len(shown) < len(rows):
+        print(f"({len(rows) - len(shown)} more in {path})", flush=True)
     return metrics

@@ -23,10 +23,11 @@ def synthetic_wikitext(n_lines: int, seed: int) -> str:
 
 
 def write_synthetic_splits(directory: Path, lines: tuple[int, int, int] = (400, 60, 70)) -> dict[str, Path]:
-    """``wiki.{train,validation,test}.tokens`` of ``lines`` lines each in ``directory``; ``{split: path}``."""
+    """The classic files ``wiki.{train,valid,test}.tokens``, of ``lines`` lines each, in ``directory``;
+    ``{split: path}`` with the splits named as ``data.files`` names them (``train``, ``validation``, ``test``)."""
     directory.mkdir(parents=True, exist_ok=True)
     files = {}
-    for (split, n), seed in zip(zip(("train", "validation", "test"), lines), range(3)):
-        files[split] = directory / f"wiki.{split}.tokens"
+    for (split, name, n), seed in zip(zip(("train", "validation", "test"), ("train", "valid", "test"), lines), range(3)):
+        files[split] = directory / f"wiki.{name}.tokens"
         files[split].write_text(synthetic_wikitext(n, seed), encoding="utf-8")
     return files

@@ -179,8 +179,8 @@ class Absorbing(Graph):
 
         With normalised scores the terms collapse: ``Σ_{y≠x0} s_y = r(1 − p_{x0})`` and the clean
         term is ``r(p_{x0} − 1 − log p_{x0})``, so the score entropy is ``r · (−log p_{x0})``, a
-        fused cross-entropy. The rows are masked positions (``x_t`` is ``[MASK]`` in every row);
-        tests check it against ``score_entropy``.
+        fused cross-entropy. It holds at masked positions; ``dwdse``'s fixed-shape path passes
+        every position and weights out the others. Tests check it against ``score_entropy``.
         """
         ce = torch.nn.functional.cross_entropy(logits.float(), x0, reduction="none")
         return torch.exp(-_log_expm1(sigma.float())) * ce

@@ -54,7 +54,8 @@ def dwdse(
     if isinstance(model, LogitScoreModel):
         where = graph.scored_positions(x_t)
         sigmas = sigma[:, None].expand_as(x_t)
-        if x0.device.type == "cpu" if gather_scored is None else gather_scored:
+        gather = x0.device.type == "cpu" if gather_scored is None else gather_scored
+        if gather:
             rows = graph.score_entropy_from_logits(model.logits_at(x_t, sigma, where), sigmas[where], x_t[where], x0[where])
             batch_index = torch.arange(x0.shape[0], device=x0.device)[:, None].expand_as(x_t)[where]
             per_sequence = torch.zeros(x0.shape[0], device=x0.device).index_add_(0, batch_index, rows)

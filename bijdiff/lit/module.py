@@ -8,7 +8,6 @@ from typing import Any, Mapping
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import grad_norm
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 from torchmetrics.aggregation import SumMetric
 
@@ -31,8 +30,9 @@ class LitLanguageModel(L.LightningModule):
     Each training batch reseeds the global RNG from ``(seed, rank, step, batch)``: every rank
     draws different noise, and a resumed run draws exactly what the uninterrupted run would have,
     with no RNG state to carry between processes. An optimizer step with a NaN/Inf loss in any of
-    its batches (on any rank) is skipped on the device: the fused AdamW's ``found_inf`` leaves
-    weights and moments as they were, so the host never waits on the check. The host reads the
+    its batches (on any rank) or NaN/Inf gradients (unless AMP's scaler handles those) is skipped on
+    the device: the fused AdamW's ``found_inf`` leaves weights and moments as they were, so the host
+    never waits on the check (on MPS, whose fused AdamW ignores it, the host drops the gradients). The host reads the
     flags behind the steps, warns, and after ``optim.max_nonfinite_steps`` skipped steps stops
     training (the interrupt checkpoint keeps the last good weights).
     """
@@ -63,8 +63,9 @@ class LitLanguageModel(L.LightningModule):
         nats = self.objective.train_nats(self.model, x0, mask, self.global_rank, self.trainer.world_size)
         loss = nats.sum() / mask.sum()
         bad = (~torch.isfinite(loss.detach())).float()
-        if self.trainer.world_size > 1:  # an all-reduce: every rank skips alike, and the host does not wait
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            # every rank skips alike; a bare all-reduce, as Lightning's reduce adds a barrier that waits on the host
+            torch.distributed.all_reduce(bad)
         self._step_nonfinite = bad if self._step_nonfinite is None else self._step_nonfinite + bad
         self.log("train/loss", loss, prog_bar=True)
         now = time.perf_counter()
@@ -74,7 +75,10 @@ class LitLanguageModel(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        flag = (self._step_nonfinite > 0).float()
+        norm = gradient_norm(self.model)
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        # under AMP's scaler a non-finite gradient is its overflow signal, handled by the scaler itself
+        flag = ((self._step_nonfinite > 0) | (False if scaled else ~torch.isfinite(norm))).float()
         if flag.device.type == "mps":  # MPS's fused AdamW does not honour found_inf: skip from the host (one sync)
             if bool(flag):
                 optimizer.zero_grad(set_to_none=True)  # no gradients: AdamW leaves every parameter as it is
@@ -83,7 +87,7 @@ class LitLanguageModel(L.LightningModule):
         self._nonfinite_flags.push(self.global_step, flag)
         self._step_nonfinite = None
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            self.log("train/grad_norm", grad_norm(self.model, norm_type=2)["grad_2.0_norm_total"])
+            self.log("train/grad_norm", norm)
 
     def _count_nonfinite(self, wait: bool = False, stop: bool = True) -> None:
         """Warn for each skipped step whose flag has reached the host; with ``stop``, raise past
@@ -93,12 +97,12 @@ class LitLanguageModel(L.LightningModule):
             if flag:
                 self.nonfinite_steps += 1
                 if self.nonfinite_steps <= limit:
-                    warnings.warn(f"step {step}: non-finite training loss, step skipped "
+                    warnings.warn(f"step {step}: non-finite training loss or gradients, step skipped "
                                   f"({self.nonfinite_steps} of at most optim.max_nonfinite_steps={limit})",
                                   RuntimeWarning, stacklevel=2)
         if stop and self.nonfinite_steps > limit:
             raise NonFiniteLossError(
-                f"the training loss was NaN/Inf in {self.nonfinite_steps} steps (optim.max_nonfinite_steps={limit}); "
+                f"the training loss or gradients were NaN/Inf in {self.nonfinite_steps} steps (optim.max_nonfinite_steps={limit}); "
                 "stopped. Lower optim.lr, keep trainer.gradient_clip_val set, or check the data"
             )
 
@@ -151,10 +155,21 @@ class LitLanguageModel(L.LightningModule):
                 checkpoint["state_dict"][f"model.{name}"] = value.clone()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for state in checkpoint.get("optimizer_states", []):  # a checkpoint of the unfused AdamW resumes fused
+            for group in state.get("param_groups", []):
+                group["fused"], group["foreach"] = True, None
         extra = dict(checkpoint.get("bijdiff", {}))
         self.words_per_token = extra.pop("words_per_token", None)
         self.nonfinite_steps = int(extra.pop("nonfinite_steps", 0))  # the limit counts across resumes
         self.extra_state = extra
+
+
+def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The 2-norm of all of ``model``'s gradients, on the device (no host read)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(model.parameters()).device)
+    return torch.nn.utils.get_total_norm(grads, norm_type=2.0)
 
 
 def build_optimizer(model: torch.nn.Module, o: Mapping[str, Any]) -> torch.optim.AdamW:

@@ -270,7 +270,6 @@ def test_the_data_constrained_split_halves_the_test_file_at_an_article(tmp_path:
     from bijdiff.data.synthetic import write_synthetic_splits
 
     source = write_synthetic_splits(tmp_path / "classic", (70, 60, 140))
-    (tmp_path / "classic" / "wiki.valid.tokens").write_text(source["validation"].read_text())
     manifest = write_split(tmp_path / "classic", tmp_path / "constrained")
     out = tmp_path / "constrained"
     assert (out / "wiki.train.tokens").read_bytes() == source["validation"].read_bytes()
