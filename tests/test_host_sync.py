@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bijdiff.lit import LitLanguageModel
-from bijdiff.lit.module import build_optimizer, gradient_norm
+from bijdiff.lit.module import build_optimizer, gradient_norm, skip_flag
 
 from .conftest import TINY, compose_config
 
@@ -44,8 +44,7 @@ def training_step(module: LitLanguageModel, optimizer: torch.optim.Optimizer, x0
     loss = module.objective.train_nats(module.model, x0, mask).sum() / mask.sum()
     bad = (~torch.isfinite(loss.detach())).float()
     loss.backward()
-    norm = gradient_norm(module.model)
-    optimizer.found_inf = ((bad > 0) | ~torch.isfinite(norm)).float()
+    optimizer.found_inf = skip_flag(bad, gradient_norm(module.model))
     torch.nn.utils.clip_grad_norm_(module.model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

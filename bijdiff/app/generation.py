@@ -40,6 +40,15 @@ class Completion:
         return [i for i in range(len(self.ids)) if i not in given]
 
 
+def per_sample(given: torch.Tensor, n: int) -> torch.Tensor:
+    """``given`` as ``Long[n, L]``: one pattern (``Long[L]`` or ``Long[1, L]``) for every sample, or one per sample."""
+    if given.dim() == 1 or given.shape[0] == 1:
+        return given.reshape(1, -1).expand(n, -1)
+    if given.shape[0] != n:
+        raise ConfigError(f"given has {given.shape[0]} rows for {n} samples: give one row, or one per sample")
+    return given
+
+
 class TextGenerator:
     """A checkpoint's model, tokenizer and sampler, ready to draw text (``load`` builds one from a ``.ckpt``)."""
 
@@ -89,10 +98,7 @@ class TextGenerator:
             raise ConfigError(f"unknown sample.sampler={sampler!r}; choose one of {list(SAMPLERS)}")
         if num_samples < 1 or batch_size < 1:
             raise ConfigError("sample.num_samples and sample.batch_size must be ≥ 1")
-        if given.dim() == 1 or given.shape[0] == 1:
-            given = given.reshape(1, -1).expand(num_samples, -1)
-        elif given.shape[0] != num_samples:
-            raise ConfigError(f"given has {given.shape[0]} rows for {num_samples} samples: give one row, or one per sample")
+        given = per_sample(given, num_samples)
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         chunks, calls = [], 0.0
         for first in range(0, num_samples, batch_size):
@@ -108,7 +114,7 @@ class TextGenerator:
 
     def completions(self, ids: torch.Tensor, given: torch.Tensor) -> list[Completion]:
         """Decoded ``Completion``s of sampled ``ids`` and the ``given`` pattern they were drawn with."""
-        given = given.reshape(1, -1).expand_as(ids) if given.dim() == 1 or given.shape[0] == 1 else given
+        given = per_sample(given, len(ids))
         return [Completion(decode_ids(self.tokenizer, row), row, torch.nonzero(mask).flatten().tolist())
                 for row, mask in zip(ids.tolist(), given >= 0)]
 

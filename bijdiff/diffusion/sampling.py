@@ -117,7 +117,7 @@ def _sample_generic(model, graph, sigmas, step_sizes, x, fixed, method, generato
     """Any graph and any log-score model: the full reverse transition at every position and step."""
     dtype = draw_dtype(x.device)
     ones = torch.ones(x.shape[0], device=x.device)
-    given = x.clone()
+    given = x.clone() if fixed is not None else None
     for k in range(len(sigmas)):
         score = model(x, sigmas[k] * ones).to(dtype).exp()
         if k + 1 < len(sigmas):

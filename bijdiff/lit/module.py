@@ -77,8 +77,7 @@ class LitLanguageModel(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norm = gradient_norm(self.model)
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
-        # under AMP's scaler a non-finite gradient is its overflow signal, handled by the scaler itself
-        flag = ((self._step_nonfinite > 0) | (False if scaled else ~torch.isfinite(norm))).float()
+        flag = skip_flag(self._step_nonfinite, norm, scaled)
         if flag.device.type == "mps":  # MPS's fused AdamW does not honour found_inf: skip from the host (one sync)
             if bool(flag):
                 optimizer.zero_grad(set_to_none=True)  # no gradients: AdamW leaves every parameter as it is
@@ -162,6 +161,13 @@ class LitLanguageModel(L.LightningModule):
         self.words_per_token = extra.pop("words_per_token", None)
         self.nonfinite_steps = int(extra.pop("nonfinite_steps", 0))  # the limit counts across resumes
         self.extra_state = extra
+
+
+def skip_flag(nonfinite_losses: torch.Tensor, grad_norm: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+    """``1.0`` (a 0-d device tensor) when the step must be skipped: a non-finite loss in it, or a non-finite
+    gradient norm unless AMP's scaler is on (then that is its overflow signal, which the scaler handles)."""
+    bad = nonfinite_losses > 0
+    return (bad if scaled else bad | ~torch.isfinite(grad_norm)).float()
 
 
 def gradient_norm(model: torch.nn.Module) -> torch.Tensor:
