@@ -12,27 +12,32 @@ import statistics
 from pathlib import Path
 
 
-def read_curve(run_dir: Path) -> dict[int, float]:
-    """``{step: val/nll}`` from a run's CSV log (the step is the optimizer step of the validation)."""
+def read_curve(run_dir: Path, column: str = "val/nll") -> dict[int, float]:
+    """``{step: value}`` of a validation metric in a run's CSV log (the step is the optimizer step of the validation)."""
     curve: dict[int, float] = {}
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
-            if row.get("val/nll"):
-                curve[int(row["step"]) + 1] = float(row["val/nll"])
+            if row.get(column):
+                curve[int(row["step"]) + 1] = float(row[column])
     return curve
 
 
 def save_curve(run_dir: Path, out: Path) -> None:
-    """The run's validation curve as ``step,val_nll`` rows, so results outlive the run directory."""
+    """The run's validation curve as ``step,val_nll`` rows (``step,val_nll,epochs`` where the run logged
+    ``val/epochs``), so results outlive the run directory."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = "".join(f"{step},{nll!r}\n" for step, nll in read_curve(run_dir).items())
-    out.write_text("step,val_nll\n" + rows)
+    nll, epochs = read_curve(run_dir), read_curve(run_dir, "val/epochs")
+    if epochs:
+        rows = "".join(f"{step},{value!r},{epochs[step]!r}\n" for step, value in nll.items())
+        out.write_text("step,val_nll,epochs\n" + rows)
+    else:
+        out.write_text("step,val_nll\n" + "".join(f"{step},{value!r}\n" for step, value in nll.items()))
 
 
-def load_curve(path: Path) -> dict[int, float]:
-    """``{step: val_nll}`` from a curve ``save_curve`` wrote."""
+def load_curve(path: Path, column: int = 1) -> dict[int, float]:
+    """``{step: val_nll}`` from a curve ``save_curve`` wrote (``column=2``: ``{step: epochs}``)."""
     lines = path.read_text().splitlines()[1:]
-    return {int(a): float(b) for a, b in (line.split(",") for line in lines)}
+    return {int(fields[0]): float(fields[column]) for fields in (line.split(",") for line in lines)}
 
 
 def median_tokens_per_s(run_dir: Path) -> float | None:

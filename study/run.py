@@ -42,7 +42,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 from omegaconf import OmegaConf
@@ -264,6 +264,19 @@ def training_seconds(out: Path) -> dict[str, float]:
     return per_step
 
 
+def draw_over_seeds(ax: Any, config: str, curves: dict[str, dict[int, float]], x: Callable[[str, int], float],
+                    colour: Any) -> None:
+    """One configuration's seeds on ``ax``: the mean curve at the steps every seed validated, at the mean of
+    the seeds' ``x(run, step)`` (minutes, epochs...), and a band from the lowest to the highest seed."""
+    steps = sorted(set.intersection(*(set(c) for c in curves.values())))
+    xs = [statistics.fmean(x(n, s) for n in curves) for s in steps]
+    values = [[c[s] for c in curves.values()] for s in steps]
+    ax.plot(xs, [statistics.fmean(v) for v in values], marker="o", markersize=3, color=colour,
+            label=f"{config} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+    if len(curves) > 1:
+        ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.2)
+
+
 def plot_against_time(out: Path, curves: dict[str, dict[int, float]], colour: dict[str, Any], plt: Any) -> None:
     """``val_nll_vs_time.png``: each configuration's validation bound against training time, the mean
     over its seeds with a band from the lowest to the highest seed."""
@@ -274,13 +287,7 @@ def plot_against_time(out: Path, curves: dict[str, dict[int, float]], colour: di
             configs.setdefault(name.split("-seed")[0], []).append(name)
     fig, ax = plt.subplots(figsize=(6, 4))
     for config, names in sorted(configs.items()):
-        steps = sorted(set.intersection(*(set(curves[n]) for n in names)))
-        seconds = [statistics.fmean(s * per_step[n] for n in names) / 60 for s in steps]
-        values = [[curves[n][s] for n in names] for s in steps]
-        ax.plot(seconds, [statistics.fmean(v) for v in values], marker="o", markersize=3, color=colour[names[0]],
-                label=f"{config} ({len(names)} seed{'s' * (len(names) > 1)})")
-        if len(names) > 1:
-            ax.fill_between(seconds, [min(v) for v in values], [max(v) for v in values], color=colour[names[0]], alpha=0.2)
+        draw_over_seeds(ax, config, {n: curves[n] for n in names}, lambda n, s: s * per_step[n] / 60, colour[names[0]])
     ax.set(xlabel="training minutes at the run's median speed (2-core CPU)",
            ylabel="validation nats/token (bound; exact for ar)", title=f"Validation NLL against time ({PROTOCOL})")
     ax.legend(fontsize=7)

@@ -30,6 +30,10 @@ CANDIDATES: dict[str, list[str]] = {
     "nodropout": ["model.dropout=0"],
     "noema": ["ema.decay=0"],
     "noclip": ["trainer.gradient_clip_val=0"],
+    # the AR baseline's regularisation on the data-constrained benchmark (study/crossover.py --ar-set)
+    "dropout0.3": ["model.dropout=0.3"],
+    "wd0.1": ["optim.weight_decay=0.1"],
+    "dropout0.3-wd0.1": ["model.dropout=0.3", "optim.weight_decay=0.1"],
 }
 
 

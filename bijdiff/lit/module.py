@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import warnings
 from typing import Any, Mapping
@@ -143,6 +144,9 @@ class LitLanguageModel(L.LightningModule):
         self.log("val/ppl", torch.exp(nll))
         if self.words_per_token:
             self.log("val/ppl_word", torch.exp(nll / self.words_per_token))
+        batches = self.trainer.num_training_batches  # per epoch; inf outside fit
+        if 0 < batches < math.inf:  # passes over the training split so far: the x axis of a many-epoch comparison
+            self.log("val/epochs", self.global_step * self.trainer.accumulate_grad_batches / batches)
 
     # -- checkpoint extras -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

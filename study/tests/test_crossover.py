@@ -1,0 +1,79 @@
+"""The many-epoch comparison: early-stopping bookkeeping, the crossover epoch, and one tiny end-to-end run."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+STUDY = Path(__file__).resolve().parents[1]
+ROOT = STUDY.parent
+sys.path.insert(0, str(STUDY))
+sys.path.insert(0, str(ROOT / "tests"))
+from crossover import crossover_epoch, run_name, stopped_early, train_command  # noqa: E402
+from conftest import TINY  # noqa: E402
+
+from bijdiff.data.synthetic import write_synthetic_splits  # noqa: E402
+
+
+def test_a_run_stopped_early_once_patience_validations_failed_to_improve() -> None:
+    falling = {100: 6.0, 200: 5.5, 300: 5.4, 400: 5.3}
+    assert not stopped_early(falling, patience=2)
+    turned = {100: 6.0, 200: 5.5, 300: 5.6, 400: 5.5}  # equal to the best is no improvement
+    assert stopped_early(turned, patience=2)
+    assert not stopped_early(turned, patience=3)  # the best is one of the last three
+    assert not stopped_early(turned, patience=0)  # early stopping off
+
+
+def test_the_crossover_is_where_the_diffusion_models_best_so_far_drops_below_the_ar_models() -> None:
+    ar = {1.0: 5.0, 2.0: 4.8, 3.0: 4.9, 4.0: 5.1}  # overfits after epoch 2: its best stays 4.8
+    diffusion = {1.0: 6.0, 2.0: 5.5, 3.0: 4.85, 4.0: 4.7}
+    assert crossover_epoch(ar, diffusion) == 4.0  # at epoch 3 it is below AR's current 4.9 but not its best 4.8
+    assert crossover_epoch(ar, {e: v + 1 for e, v in diffusion.items()}) is None
+
+
+def test_only_the_ar_model_gets_the_regularisation_and_early_stopping_composes(tmp_path: Path) -> None:
+    args = argparse.Namespace(preset="data_constrained", steps=300, patience=4, ar_set=["model.dropout=0.3"], set=[])
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for model, dropout in (("ar", 0.3), ("standard", 0.1)):
+            cmd = train_command(model, 1, tmp_path / "run", [], args)
+            cfg = compose("train", overrides=[a for a in cmd[2:] if not a.startswith("hydra.")])
+            assert (cfg.model.name, cfg.model.dropout, cfg.seed, cfg.trainer.max_steps) == (model, dropout, 1, 300)
+            assert cfg.callbacks.early_stopping.patience == 4 and cfg.callbacks.early_stopping.monitor == "val/nll"
+    assert run_name("bijective_affine", 0) == "bijective-affine" and run_name("ar", 1) == "ar-seed1"
+
+
+@pytest.mark.slow
+def test_two_tiny_models_train_stop_and_are_compared(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_synthetic_splits(data)
+    out = tmp_path / "out"
+    tiny = [a for a in TINY if not a.startswith("trainer.max_steps")]
+    cmd = [sys.executable, str(STUDY / "crossover.py"), "--data", str(data), "--runs", str(tmp_path / "runs"),
+           "--out", str(out), "--models", "ar", "standard", "--seeds", "0", "--steps", "6", "--patience", "1",
+           "--set", *tiny, f"paths.cache_dir={tmp_path / 'cache'}", "logger=csv",
+           "--eval-set", "eval.max_sequences=4", f"paths.cache_dir={tmp_path / 'cache'}"]
+    subprocess.run(cmd, cwd=ROOT, check=True, env={"BIJDIFF_CACHE_DIR": str(tmp_path / "cache"), **_env()})
+
+    for name in ("ar", "standard"):
+        curve = (out / "curves" / f"{name}.csv").read_text().splitlines()
+        assert curve[0] == "step,val_nll,epochs" and len(curve) >= 2
+        assert 0 < float(curve[-1].split(",")[2])  # epochs grow with the steps
+    standard = json.loads((out / "standard-ppl.json").read_text())
+    assert "nll_exact_per_token" in standard and "nll_bound_stderr" in standard  # bound and ordered-unmasking exact
+    report = (out / "crossover.md").read_text()
+    assert "| `ar` | 1 |" in report and "| `standard` | 1 |" in report and "falls below the AR model's" in report
+    assert (out / "val_nll_vs_epochs.png").stat().st_size > 0
+    # a second call finds both runs finished and every evaluation done: nothing is trained again
+    again = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=_env())
+    assert "$ train.py" not in again.stdout
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "BIJDIFF_CACHE_DIR"}
