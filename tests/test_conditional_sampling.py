@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bijdiff.diffusion import (
-    Absorbing, GeometricNoise, LogitScoreModel, LogLinearNoise, Uniform, reverse_schedule, sample,
+    Absorbing, GeometricNoise, LogitScoreModel, LogLinearNoise, Uniform, confident_counts, reverse_schedule, sample,
     unmask_probabilities,
 )
 from bijdiff.errors import ConfigError
@@ -262,3 +262,47 @@ def test_the_uniform_oracle_is_exact_at_zero_noise() -> None:
                 neighbour = x[b].clone()
                 neighbour[i] = y
                 assert math.isclose(float(scores[b, i, y]), float(p[index(neighbour)] / p[index(x[b])]), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("noise", [LogLinearNoise(1e-3), GeometricNoise(1e-3, 20.0)], ids=["loglinear", "geometric"])
+def test_confident_steps_unmask_every_masked_position_once_along_the_schedule(noise) -> None:
+    """``confident_counts``: non-negative, each row's counts sum to its masked positions, and the masked count
+    left after each step is the process's masked fraction ``1 − e^{−σ̄(t_k)}`` of the start, to rounding."""
+    masked = torch.tensor([64, 37, 1, 0])
+    counts = confident_counts(noise, 10, masked)
+    assert counts.shape == (10, 4) and bool((counts >= 0).all()) and torch.equal(counts.sum(0), masked)
+    times = torch.linspace(1.0, 1e-5, 11, dtype=torch.float64)
+    fraction = -torch.expm1(-noise.total(times).double())
+    left = masked[None] - counts.cumsum(0)
+    assert ((left[:-1] - masked[None] * fraction[1:-1, None] / fraction[0]).abs() <= 0.5 + 1e-9).all()
+
+
+def test_the_confident_sampler_unmasks_the_most_probable_draws_first_and_keeps_the_given_tokens() -> None:
+    """One position per step: a position the model is sure of goes first; given tokens never move."""
+    seen: list[torch.Tensor] = []
+
+    class SureOfPosition2(AbsorbingOracle):
+        def logits(self, x_t, sigma):
+            seen.append(x_t.clone())
+            logits = torch.zeros(len(x_t), L, V, dtype=torch.float64)
+            logits[:, 2, 1] = 30.0  # position 2 is token 1, almost surely; the others uniform
+            return logits
+
+    given = torch.tensor([[-1, -1, -1, 0], [2, -1, -1, -1]])
+    stats: dict[str, float] = {}
+    x = sample(SureOfPosition2(joint_law()), Absorbing(V), LogLinearNoise(1e-3), (2, L), 3, "confident",
+               generator=torch.Generator().manual_seed(0), stats=stats, given=given)
+    assert torch.equal(x[given >= 0], given[given >= 0]) and bool((x < V).all())
+    assert torch.equal(x[:, 2], torch.tensor([1, 1]))
+    mask = Absorbing(V).mask_id
+    assert torch.equal(seen[1][:, 2], torch.tensor([1, 1]))  # after the first call, position 2 is the one revealed
+    assert int((seen[1] == mask).sum()) == 2 * 3 - 2  # one position per row per step (3 steps, 3 free positions)
+    assert stats["network_calls_per_sample"] == 3.0
+
+
+def test_the_confident_sampler_needs_the_absorbing_graph_and_logits() -> None:
+    p = joint_law()
+    with pytest.raises(ConfigError, match="confident sampler .* diffusion=absorb"):
+        sample(UniformOracle(p, torch.zeros(2, L, dtype=torch.bool)), Uniform(V), GeometricNoise(), (2, L), 4, "confident")
+    with pytest.raises(ConfigError, match="exposes logits"):
+        sample(ScoresOnly(AbsorbingOracle(p)), Absorbing(V), LogLinearNoise(), (2, L), 4, "confident")

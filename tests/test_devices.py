@@ -47,7 +47,7 @@ def exercise(model: torch.nn.Module, cfg: dict, x0: torch.Tensor) -> None:
     methods = ["euler", "analytic"]
     if model.graph.absorbing:
         exact_log_likelihood(model, model.graph, noise, x0, mask, variants_per_call=5)
-        methods.append("ordered")
+        methods += ["ordered", "confident"]
     for method in methods:
         out = sample(model, model.graph, noise, (2, 5), 3, method, x0.device, torch.Generator().manual_seed(0))
         assert out.device == x0.device and int(out.max()) < model.graph.num_tokens

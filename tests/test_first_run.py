@@ -146,3 +146,5 @@ def test_trunk_checks_are_logged_at_the_steps_of_train_and_val_rows(tiny_train_c
     invert = [r["step"] for r in rows if r.get("invert/rel_error")]
     validation = [r["step"] for r in rows if r.get("val/nll")]
     assert invert == validation == ["1", "3"]
+    epochs = [float(r["val/epochs"]) for r in rows if r.get("val/nll")]  # passes over the training split
+    assert 0 < epochs[0] and epochs[1] == pytest.approx(2 * epochs[0])

@@ -4,7 +4,9 @@ from .graph import GRAPHS, NEVER, Absorbing, Graph, Uniform, build_graph
 from .likelihood import elbo_nats, exact_log_likelihood, ordered_sigma, position_log_probs
 from .loss import dwdse, stratified_times
 from .noise import NOISES, GeometricNoise, LogLinearNoise, Noise, build_noise
-from .sampling import SAMPLERS, draw_dtype, given_mask, reverse_schedule, sample, sample_categorical, unmask_probabilities
+from .sampling import (
+    SAMPLERS, confident_counts, draw_dtype, given_mask, reverse_schedule, sample, sample_categorical, unmask_probabilities,
+)
 
 __all__ = [
     "GRAPHS",
@@ -21,6 +23,7 @@ __all__ = [
     "Uniform",
     "build_graph",
     "build_noise",
+    "confident_counts",
     "draw_dtype",
     "dwdse",
     "elbo_nats",

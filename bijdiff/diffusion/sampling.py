@@ -1,4 +1,4 @@
-"""Samplers for the reverse process: Euler, analytic (Tweedie τ-leaping) and ordered unmasking."""
+"""Samplers for the reverse process: Euler, analytic (Tweedie τ-leaping), ordered and confidence-ordered unmasking."""
 from __future__ import annotations
 
 import torch
@@ -9,7 +9,7 @@ from .graph import Graph
 from .likelihood import ordered_sigma, position_log_probs
 from .noise import Noise
 
-SAMPLERS = ("euler", "analytic", "ordered")
+SAMPLERS = ("euler", "analytic", "ordered", "confident")
 
 
 def draw_dtype(device: torch.device | str) -> torch.dtype:
@@ -45,7 +45,12 @@ def sample(
     so ``c = σ(t_k)·Δt``, the rate at the step's start times its length); ``analytic`` is Tweedie
     τ-leaping on the exact ``Δσ̄ = σ̄(t_k) − σ̄(t_{k+1})``. ``ordered`` (absorbing only) unmasks one
     position per network call, left to right: exactly the model ``exact_log_likelihood`` scores
-    (``steps`` is then the sequence length).
+    (``steps`` is then the sequence length). ``confident`` (absorbing, ``LogitScoreModel``) is
+    confidence-ordered unmasking (MaskGIT, Chang et al. 2022; LLaDA's low-confidence remasking, Nie
+    et al. 2025): each of ``steps`` network calls draws a token at every masked position and keeps
+    the ones drawn with the highest probability, as many as the noise schedule unmasks in that step
+    (``confident_counts``). It is a decoding heuristic, not the model's law: it trades entropy for
+    generative perplexity, so compare it with the samples' entropy next to it.
 
     ``given`` (``Long[L]`` or ``Long[B, L]``: a token id at each given position, ``-1`` where the
     sampler generates) conditions every sampler on those tokens, which it never changes: a prefix,
@@ -68,6 +73,13 @@ def sample(
         x = torch.where(fixed, given.to(device).expand(shape), x)
     if method == "ordered":
         x, calls = _sample_ordered(model, graph, noise, x, generator)
+    elif method == "confident":
+        if not graph.absorbing or not isinstance(model, LogitScoreModel):
+            raise ConfigError("the confident sampler unmasks by the model's token probabilities: it needs diffusion=absorb "
+                              "and a denoiser that exposes logits (every bijdiff denoiser does)")
+        if steps < 1:
+            raise ConfigError(f"sampling steps must be ≥ 1, got {steps}")
+        x, calls = _sample_confident(model, graph, noise, x, steps, generator, t_end)
     else:
         if steps < 1:
             raise ConfigError(f"sampling steps must be ≥ 1, got {steps}")
@@ -186,4 +198,40 @@ def _sample_ordered(model, graph, noise, x, generator) -> tuple[torch.Tensor, in
         probs = position_log_probs(model, graph, x[rows], sigma, where[rows]).to(dtype).exp()
         x[where] = sample_categorical(probs, generator)
         calls += n
+    return x, calls
+
+
+def confident_counts(noise: Noise, steps: int, masked: torch.Tensor, t_end: float = 1e-5) -> torch.Tensor:
+    """``Long[steps, B]``: how many of each row's ``masked`` positions each confident step unmasks, following
+    the absorbing process's masked fraction ``1 − e^{−σ̄(t)}`` on the reverse grid (the last step unmasks the rest)."""
+    times = torch.linspace(1.0, t_end, steps + 1, device=masked.device, dtype=torch.float64)
+    fraction = -torch.expm1(-noise.total(times).double())
+    fraction = fraction / fraction[0]
+    fraction[-1] = 0.0
+    remaining = torch.round(masked.double()[None, :] * fraction[:, None]).long()
+    return remaining[:-1] - remaining[1:]
+
+
+def _sample_confident(model, graph, noise, x, steps, generator, t_end) -> tuple[torch.Tensor, int]:
+    """Confidence-ordered unmasking: at each step draw a token at every masked position and keep the
+    ``confident_counts`` most probable draws of each row; given tokens are never masked, so never move."""
+    dtype = draw_dtype(x.device)
+    counts = confident_counts(noise, steps, (x == graph.mask_id).sum(-1), t_end)
+    sigmas = noise.total(torch.linspace(1.0, t_end, steps + 1, device=x.device))
+    ranks = torch.arange(x.shape[1], device=x.device)
+    calls = 0
+    for k in range(steps):
+        rows = counts[k] > 0
+        n = int(rows.sum())
+        if n == 0:
+            continue
+        xr = x[rows]
+        probs = torch.softmax(model.logits(xr, sigmas[k].expand(n)).to(dtype), dim=-1)
+        calls += n
+        tokens = sample_categorical(probs, generator)
+        confidence = probs.gather(-1, tokens[..., None]).squeeze(-1).masked_fill(xr != graph.mask_id, -1.0)
+        order = confidence.argsort(-1, descending=True)
+        rank = torch.empty_like(order).scatter_(-1, order, ranks.expand_as(order))
+        keep = rank < counts[k][rows][:, None]
+        x[rows] = torch.where(keep, tokens, xr)
     return x, calls
