@@ -73,7 +73,7 @@ def sample_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn.Mo
     sampler = "ancestral" if generator.is_ar else s.sampler
     metrics = {
         "sampler": sampler,
-        "steps": int(s.steps) if sampler in ("euler", "analytic") else int((given < 0).sum()),
+        "steps": int(s.steps) if sampler in ("euler", "analytic", "confident") else int((given < 0).sum()),
         "temperature": float(s.temperature),
         "network_calls_per_sample": calls,
         "num_samples": len(rows),
