@@ -3,8 +3,8 @@
     python study/data_constrained.py --data ../shared/data/wikitext-2 --out data/wikitext-2-constrained
     python study/crossover.py --data data/wikitext-2-constrained --runs runs/crossover \\
         --out study/results/data-constrained                          # the data-constrained benchmark
-    python study/crossover.py --data ../shared/data/wikitext-2 --runs runs/long --out study/results/long \\
-        --steps 100000 --set trainer=gpu data.batch_size=256          # the standard protocol at a GPU budget
+    python study/crossover.py --data ../shared/data/wikitext-2 --runs runs/long --out study/results/long --preset cpu \\
+        --steps 100000 --set trainer=gpu data.batch_size=256 trainer.val_check_interval=1000   # the standard protocol, GPU budget
 
 Trains each model of ``--models`` once per seed of ``--seeds`` at ``--preset`` (default
 ``experiment=data_constrained``) on ``DATA/wiki.{train,valid,test}.tokens``, for ``--steps``
@@ -20,7 +20,8 @@ graph, their exact likelihood by ordered unmasking (``<run>-ppl.json``). ``--out
 validation curves with epochs (``curves/<run>.csv``), ``val_nll_vs_epochs.png`` (mean and band
 over seeds) and ``crossover.md``: the best test numbers per model over seeds, the epoch at which
 each peaked, which differences exceed twice their combined seed spread, and where (if anywhere)
-each diffusion model's best validation NLL so far falls below the AR model's.
+each diffusion model's best validation NLL so far (mean over seeds; a run that stopped early keeps
+its final best) falls below the AR model's.
 """
 from __future__ import annotations
 
@@ -54,13 +55,14 @@ def stopped_early(curve: dict[int, float], patience: int) -> bool:
     return min(values[-patience:]) >= min(values[:-patience])
 
 
-def finished(run_dir: Path, patience: int) -> bool:
-    """A run that reached its ``trainer.max_steps`` or stopped early, with a ``last.ckpt`` to show for it."""
-    config = run_dir / ".hydra" / "config.yaml"
-    if not (run_dir / "checkpoints" / "last.ckpt").is_file() or not config.is_file():
+def finished(run_dir: Path) -> bool:
+    """A run that reached its ``trainer.max_steps`` or stopped early under the patience it was trained
+    with, with a ``last.ckpt`` to show for it."""
+    if not (run_dir / "checkpoints" / "last.ckpt").is_file() or not (run_dir / ".hydra" / "config.yaml").is_file():
         return False
-    max_steps = int(yaml.safe_load(config.read_text())["trainer"]["max_steps"])
-    return last_step(run_dir) >= max_steps or stopped_early(read_curve(run_dir), patience)
+    cfg = run_config(run_dir)
+    patience = int((cfg.get("callbacks") or {}).get("early_stopping", {}).get("patience", 0))
+    return last_step(run_dir) >= int(cfg["trainer"]["max_steps"]) or stopped_early(read_curve(run_dir), patience)
 
 
 def train_command(model: str, seed: int, run_dir: Path, files: list[str], args: argparse.Namespace) -> list[str]:
@@ -84,18 +86,21 @@ def train_runs(args: argparse.Namespace) -> dict[str, Path]:
         for model in args.models:
             name = run_name(model, seed)
             run_dir = runs[name] = (args.runs / name).resolve()
-            if finished(run_dir, args.patience):
+            if finished(run_dir):
                 continue
             if (run_dir / "checkpoints" / "last.ckpt").is_file():
                 resume(run_dir, files)
                 continue
+            if run_dir.exists():
+                raise SystemExit(f"{run_dir} exists without checkpoints/last.ckpt (it stopped before its first "
+                                 "validation): delete it to start that run again")
             cmd = train_command(model, seed, run_dir, files, args)
             print("$", " ".join(cmd[1:]), flush=True)
             subprocess.run(cmd, cwd=ROOT, check=True)
     return runs
 
 
-def best_so_far(curve: dict[float, float]) -> dict[float, float]:
+def best_so_far(curve: dict[int, float]) -> dict[int, float]:
     """The running minimum of a curve."""
     best, out = float("inf"), {}
     for x in sorted(curve):
@@ -103,35 +108,51 @@ def best_so_far(curve: dict[float, float]) -> dict[float, float]:
     return out
 
 
-def crossover_epoch(ar: dict[float, float], diffusion: dict[float, float]) -> float | None:
-    """The first epoch (of those both curves have) at which the diffusion model's best validation NLL so far is
-    below the AR model's; None if it never is."""
-    a, d = best_so_far(ar), best_so_far(diffusion)
-    return next((e for e in sorted(set(a) & set(d)) if d[e] < a[e]), None)
+def mean_best(curves: list[dict[int, float]], steps: list[int]) -> dict[int, float]:
+    """``{step: mean over seeds of each seed's best validation NLL up to that step}`` at ``steps``: a run that
+    stopped keeps its final best (early stopping's promise); steps before every seed has validated are left out."""
+    bests = [best_so_far(c) for c in curves]
+    out = {}
+    for step in steps:
+        values = [b[max(t for t in b if t <= step)] for b in bests if min(b) <= step]
+        if len(values) == len(bests):
+            out[step] = statistics.fmean(values)
+    return out
 
 
-def mean_over_seeds(out: Path, names: list[str]) -> dict[float, float]:
-    """``{epochs: mean validation NLL}`` over a model's seeds, at the steps every seed validated."""
-    nll = [load_curve(out / "curves" / f"{n}.csv") for n in names]
-    epochs = [load_curve(out / "curves" / f"{n}.csv", column=2) for n in names]
-    steps = sorted(set.intersection(*(set(c) for c in nll)))
-    return {statistics.fmean(e[s] for e in epochs): statistics.fmean(c[s] for c in nll) for s in steps}
+def crossover_step(ar: list[dict[int, float]], diffusion: list[dict[int, float]]) -> int | None:
+    """The first validation step at which a diffusion model's best validation NLL so far (mean over its
+    seeds) is below the AR model's, each carried past the end of runs that stopped; None if it never is."""
+    steps = sorted(set().union(*ar, *diffusion))
+    a, d = mean_best(ar, steps), mean_best(diffusion, steps)
+    return next((s for s in steps if s in a and s in d and d[s] < a[s]), None)
+
+
+def curves_of(out: Path, names: list[str], column: int = 1) -> list[dict[int, float]]:
+    """The saved curves (``column=2``: epochs) of the runs ``names``, with a clear error for a curve without epochs."""
+    curves = []
+    for name in names:
+        path = out / "curves" / f"{name}.csv"
+        if column == 2 and not path.read_text().startswith("step,val_nll,epochs"):
+            raise SystemExit(f"{path} has no epochs column: its run did not log val/epochs (trained before it was "
+                             "logged); train it again")
+        curves.append(load_curve(path, column))
+    return curves
 
 
 def report(out: Path, models: list[str], seeds: list[int]) -> str:
     """``crossover.md``: best test numbers over seeds, the epoch each run peaked at, and the crossover epochs."""
     by_model = {m: [run_name(m, s) for s in seeds if (out / "curves" / f"{run_name(m, s)}.csv").is_file()] for m in models}
     by_model = {m: names for m, names in by_model.items() if names}
-    lines = ["| model | seeds | best validation nats/token | at epoch (each seed) |", "| --- | --- | --- | --- |"]
+    lines = ["| model | seeds | best validation nats/token | at epoch (each seed) | validated up to epoch (each seed) |",
+             "| --- | --- | --- | --- | --- |"]
     for model, names in by_model.items():
-        bests, at = [], []
-        for name in names:
-            nll, epochs = load_curve(out / "curves" / f"{name}.csv"), load_curve(out / "curves" / f"{name}.csv", column=2)
-            step = min(nll, key=nll.get)
-            bests.append(nll[step])
-            at.append(f"{epochs[step]:.3g}")
+        nll, epochs = curves_of(out, names), curves_of(out, names, column=2)
+        peaks = [min(c, key=c.get) for c in nll]
+        bests = [c[p] for c, p in zip(nll, peaks)]
         spread = f" ± {statistics.stdev(bests):.3f}" if len(bests) > 1 else ""
-        lines.append(f"| `{model}` | {len(names)} | {statistics.fmean(bests):.3f}{spread} | {' / '.join(at)} |")
+        lines.append(f"| `{model}` | {len(names)} | {statistics.fmean(bests):.3f}{spread} | "
+                     f"{' / '.join(f'{e[p]:.3g}' for e, p in zip(epochs, peaks))} | {' / '.join(f'{e[max(e)]:.3g}' for e in epochs)} |")
     results = seed_results(out)
     lines += ["", "Test split, best checkpoints (the AR model exact; diffusion the bound, its exact likelihood below):", "",
               *seed_table(results), "", *differences(results), ""]
@@ -142,12 +163,16 @@ def report(out: Path, models: list[str], seeds: list[int]) -> str:
             lines.append(f"- `{name}`: exact {m['nll_exact_per_token']:.3f} nats/token by ordered unmasking "
                          f"(bound {m['nll_per_token']:.3f} ± {m['nll_bound_stderr']:.3f})")
     if "ar" in by_model:
-        ar = mean_over_seeds(out, by_model["ar"])
+        ar = curves_of(out, by_model["ar"])
         for model, names in by_model.items():
-            if model != "ar":
-                epoch = crossover_epoch(ar, mean_over_seeds(out, names))
-                where = f"at epoch {epoch:.3g}" if epoch is not None else "nowhere within the runs' epochs"
-                lines.append(f"- `{model}`'s best validation NLL so far (mean over seeds) falls below the AR model's {where}")
+            if model == "ar":
+                continue
+            step = crossover_step(ar, curves_of(out, names))
+            epochs = curves_of(out, names[:1], column=2)[0]
+            per_step = epochs[max(epochs)] / max(epochs)  # the same data and batch for every run
+            where = (f"crosses below the AR model's at epoch {step * per_step:.3g} (step {step})" if step is not None
+                     else f"stays above the AR model's up to epoch {max(epochs.values()):.3g}")
+            lines.append(f"- `{model}`: the best validation NLL so far (mean over seeds) {where}")
     return "\n".join(lines) + "\n"
 
 
@@ -163,9 +188,9 @@ def plot(out: Path, models: list[str], seeds: list[int], title: str) -> None:
     for model in models:
         names = [run_name(model, s) for s in seeds if (out / "curves" / f"{run_name(model, s)}.csv").is_file()]
         if names:
-            epochs = {n: load_curve(out / "curves" / f"{n}.csv", column=2) for n in names}
-            draw_over_seeds(ax, model, {n: load_curve(out / "curves" / f"{n}.csv") for n in names},
-                            lambda n, s: epochs[n][s], colour[model])
+            epochs = dict(zip(names, curves_of(out, names, column=2)))
+            draw_over_seeds(ax, model, dict(zip(names, curves_of(out, names))), lambda n, s: epochs[n][s], colour[model],
+                            every_step=True)
     ax.set(xlabel="epochs (passes over the training split)", ylabel="validation nats/token (bound; exact for ar)",
            title=title)
     ax.legend(fontsize=7)
@@ -197,7 +222,7 @@ def main() -> None:
         runs = {run_name(m, s): args.runs / run_name(m, s) for s in args.seeds for m in args.models}
     args.out.mkdir(parents=True, exist_ok=True)
     for name, run_dir in runs.items():
-        if not finished(run_dir, args.patience):
+        if not finished(run_dir):
             print(f"crossover: {run_dir} has not finished; left out", flush=True)
             continue
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")

@@ -27,7 +27,7 @@ def save_curve(run_dir: Path, out: Path) -> None:
     ``val/epochs``), so results outlive the run directory."""
     out.parent.mkdir(parents=True, exist_ok=True)
     nll, epochs = read_curve(run_dir), read_curve(run_dir, "val/epochs")
-    if epochs:
+    if set(nll) <= set(epochs):  # a run begun before val/epochs was logged has no (or only later) epochs
         rows = "".join(f"{step},{value!r},{epochs[step]!r}\n" for step, value in nll.items())
         out.write_text("step,val_nll,epochs\n" + rows)
     else:

@@ -265,12 +265,14 @@ def training_seconds(out: Path) -> dict[str, float]:
 
 
 def draw_over_seeds(ax: Any, config: str, curves: dict[str, dict[int, float]], x: Callable[[str, int], float],
-                    colour: Any) -> None:
-    """One configuration's seeds on ``ax``: the mean curve at the steps every seed validated, at the mean of
-    the seeds' ``x(run, step)`` (minutes, epochs...), and a band from the lowest to the highest seed."""
-    steps = sorted(set.intersection(*(set(c) for c in curves.values())))
-    xs = [statistics.fmean(x(n, s) for n in curves) for s in steps]
-    values = [[c[s] for c in curves.values()] for s in steps]
+                    colour: Any, every_step: bool = False) -> None:
+    """One configuration's seeds on ``ax``: the mean curve at the steps every seed validated (``every_step``:
+    at every step any seed did, over the seeds that did; for runs that stop early), at the mean of the
+    seeds' ``x(run, step)`` (minutes, epochs...), and a band from the lowest to the highest seed."""
+    steps = sorted(set().union(*curves.values()) if every_step else set.intersection(*(set(c) for c in curves.values())))
+    having = [[n for n, c in curves.items() if s in c] for s in steps]
+    xs = [statistics.fmean(x(n, s) for n in names) for s, names in zip(steps, having)]
+    values = [[curves[n][s] for n in names] for s, names in zip(steps, having)]
     ax.plot(xs, [statistics.fmean(v) for v in values], marker="o", markersize=3, color=colour,
             label=f"{config} ({len(curves)} seed{'s' * (len(curves) > 1)})")
     if len(curves) > 1:

@@ -62,9 +62,10 @@ def at_or_before(curve: dict[int, float], step: int) -> float:
 
 def table(out: Path, unigram: float) -> str:
     """The Markdown table of every candidate whose curves are in ``out``."""
-    lines = [f"Validation bound, nats/token (validation-split unigram: {unigram:.3f}); mean ± seed standard "
-             "deviation, then each seed's value.", "",
-             "| candidate | seeds | last validation by a quarter of the steps | end | each seed, end |", "| --- | --- | --- | --- | --- |"]
+    lines = [f"Validation nats/token (the bound; exact for the AR model; validation-split unigram: {unigram:.3f}); "
+             "mean ± seed standard deviation, then each seed's value; best: each seed's lowest validation and its step.", "",
+             "| candidate | seeds | last validation by a quarter of the steps | end | each seed, end | best, each seed (step) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for candidate in CANDIDATES:
         paths = sorted(out.glob(f"{candidate}-seed*.csv"))
         if not paths:
@@ -81,7 +82,8 @@ def table(out: Path, unigram: float) -> str:
 
         seeds = ", ".join(p.stem.rsplit("-seed", 1)[1] for p in paths)
         lines.append(f"| `{candidate}` | {seeds} | {cell(quarter)} (step {quarter_step}) | {cell(final)} (step {end}) | "
-                     + " / ".join(f"{v:.3f}" for v in final) + " |")
+                     + " / ".join(f"{v:.3f}" for v in final) + " | "
+                     + " / ".join(f"{min(c.values()):.3f} ({min(c, key=c.get)})" for c in curves) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -59,10 +59,11 @@ def sample(
     while the others move. (A model trained on whole blocks was never shown clean context under the
     uniform graph's noise, so its conditional samples are only as good as its scores there.)
 
-    Under the absorbing graph a ``LogitScoreModel`` is sampled by
+    Under the absorbing graph ``euler`` and ``analytic`` sample a ``LogitScoreModel`` by
     ``_sample_unmasking``: the same law, but a sequence goes through the network only at the
     steps where one of its positions unmasks, at most ``L + 1`` calls whatever ``steps`` is.
-    Other models and the uniform graph take every step at every position (``steps + 1`` calls).
+    Other models and the uniform graph take every step at every position (``steps + 1`` calls);
+    ``confident`` makes at most ``min(steps, L)`` (a step that unmasks nothing costs none).
     ``stats["network_calls_per_sample"]`` receives the network evaluations per sequence, counted.
     """
     if method not in SAMPLERS:
@@ -204,11 +205,12 @@ def _sample_ordered(model, graph, noise, x, generator) -> tuple[torch.Tensor, in
 def confident_counts(noise: Noise, steps: int, masked: torch.Tensor, t_end: float = 1e-5) -> torch.Tensor:
     """``Long[steps, B]``: how many of each row's ``masked`` positions each confident step unmasks, following
     the absorbing process's masked fraction ``1 − e^{−σ̄(t)}`` on the reverse grid (the last step unmasks the rest)."""
-    times = torch.linspace(1.0, t_end, steps + 1, device=masked.device, dtype=torch.float64)
-    fraction = -torch.expm1(-noise.total(times).double())
+    dtype = draw_dtype(masked.device)  # rounding a non-increasing fraction keeps the counts ≥ 0 in float32 too
+    times = torch.linspace(1.0, t_end, steps + 1, device=masked.device, dtype=dtype)
+    fraction = -torch.expm1(-noise.total(times).to(dtype))
     fraction = fraction / fraction[0]
     fraction[-1] = 0.0
-    remaining = torch.round(masked.double()[None, :] * fraction[:, None]).long()
+    remaining = torch.round(masked.to(dtype)[None, :] * fraction[:, None]).long()
     return remaining[:-1] - remaining[1:]
 
 

@@ -14,7 +14,7 @@ STUDY = Path(__file__).resolve().parents[1]
 ROOT = STUDY.parent
 sys.path.insert(0, str(STUDY))
 sys.path.insert(0, str(ROOT / "tests"))
-from crossover import crossover_epoch, run_name, stopped_early, train_command  # noqa: E402
+from crossover import crossover_step, run_name, stopped_early, train_command  # noqa: E402
 from conftest import TINY  # noqa: E402
 
 from bijdiff.data.synthetic import write_synthetic_splits  # noqa: E402
@@ -30,10 +30,20 @@ def test_a_run_stopped_early_once_patience_validations_failed_to_improve() -> No
 
 
 def test_the_crossover_is_where_the_diffusion_models_best_so_far_drops_below_the_ar_models() -> None:
-    ar = {1.0: 5.0, 2.0: 4.8, 3.0: 4.9, 4.0: 5.1}  # overfits after epoch 2: its best stays 4.8
-    diffusion = {1.0: 6.0, 2.0: 5.5, 3.0: 4.85, 4.0: 4.7}
-    assert crossover_epoch(ar, diffusion) == 4.0  # at epoch 3 it is below AR's current 4.9 but not its best 4.8
-    assert crossover_epoch(ar, {e: v + 1 for e, v in diffusion.items()}) is None
+    ar = {100: 5.0, 200: 4.8, 300: 4.9, 400: 5.1}  # overfits after step 200: its best stays 4.8
+    diffusion = {100: 6.0, 200: 5.5, 300: 4.85, 400: 4.7}
+    assert crossover_step([ar], [diffusion]) == 400  # at step 300 it is below AR's current 4.9 but not its best 4.8
+    assert crossover_step([ar], [{s: v + 1 for s, v in diffusion.items()}]) is None
+
+
+def test_a_run_that_stopped_early_keeps_its_best_and_seeds_are_averaged_on_their_bests() -> None:
+    """The AR runs stop at steps 300 and 400; the diffusion runs go on to 800 and cross after both stopped."""
+    ar = [{100: 5.0, 200: 4.8, 300: 4.9}, {100: 5.1, 200: 4.9, 300: 4.7, 400: 4.8}]  # final bests 4.8 and 4.7
+    diffusion = [{s: 6.2 - s / 500 for s in range(100, 900, 100)}, {s: 6.3 - s / 500 for s in range(100, 900, 100)}]
+    # mean of the diffusion bests at step s: 6.25 - s/500 < 4.75 from s = 800 (4.65) but not at 700 (4.85)
+    assert crossover_step(ar, diffusion) == 800
+    flat = [{s: max(v, 4.76) for s, v in c.items()} for c in diffusion]  # levels off just above AR's final 4.75
+    assert crossover_step(ar, flat) is None
 
 
 def test_only_the_ar_model_gets_the_regularisation_and_early_stopping_composes(tmp_path: Path) -> None:
@@ -66,7 +76,9 @@ def test_two_tiny_models_train_stop_and_are_compared(tmp_path: Path) -> None:
     standard = json.loads((out / "standard-ppl.json").read_text())
     assert "nll_exact_per_token" in standard and "nll_bound_stderr" in standard  # bound and ordered-unmasking exact
     report = (out / "crossover.md").read_text()
-    assert "| `ar` | 1 |" in report and "| `standard` | 1 |" in report and "falls below the AR model's" in report
+    assert "| `ar` | 1 |" in report and "| `standard` | 1 |" in report
+    assert "- `standard`: the best validation NLL so far (mean over seeds) " in report
+    assert "- `standard`: exact " in report  # the ordered-unmasking likelihood next to the bound
     assert (out / "val_nll_vs_epochs.png").stat().st_size > 0
     # a second call finds both runs finished and every evaluation done: nothing is trained again
     again = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=_env())
@@ -77,3 +89,12 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "BIJDIFF_CACHE_DIR"}
+
+
+def test_a_run_directory_without_a_checkpoint_is_refused_not_overwritten(tmp_path: Path) -> None:
+    from crossover import train_runs
+
+    (tmp_path / "runs" / "ar").mkdir(parents=True)
+    args = argparse.Namespace(data=tmp_path / "data", runs=tmp_path / "runs", models=["ar"], seeds=[0], patience=5)
+    with pytest.raises(SystemExit, match="exists without checkpoints/last.ckpt .* delete it"):
+        train_runs(args)

@@ -278,3 +278,12 @@ def test_the_data_constrained_split_halves_the_test_file_at_an_article(tmp_path:
     assert halves[1].startswith(" = ") and halves[1].split("\n")[0].endswith(" = ")  # the test half starts an article
     words = [manifest[f"wiki.{s}.tokens"]["words"] for s in ("valid", "test")]
     assert abs(words[0] - words[1]) < 0.3 * sum(words)
+
+
+def test_the_sweep_table_gives_each_seeds_best_validation_and_its_step(tmp_path: Path) -> None:
+    from sweep import table
+
+    (tmp_path / "baseline-seed0.csv").write_text("step,val_nll\n100,6.0\n200,5.2\n300,5.5\n400,5.9\n")
+    (tmp_path / "baseline-seed1.csv").write_text("step,val_nll\n100,6.1\n200,5.4\n300,5.3\n400,5.6\n")
+    row = next(line for line in table(tmp_path, 6.6).splitlines() if line.startswith("| `baseline`"))
+    assert row.endswith("| 5.200 (200) / 5.300 (300) |")  # an overfitting run is judged at its best, not its end
