@@ -32,7 +32,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from curves import load_curve, read_curve, save_curve
 from run import colours, draw_over_seeds, evaluate, last_step, resume, run_config
 from summary import differences, seed_results, seed_table
