@@ -216,7 +216,8 @@ def confident_counts(noise: Noise, steps: int, masked: torch.Tensor, t_end: floa
 
 def _sample_confident(model, graph, noise, x, steps, generator, t_end) -> tuple[torch.Tensor, int]:
     """Confidence-ordered unmasking: at each step draw a token at every masked position and keep the
-    ``confident_counts`` most probable draws of each row; given tokens are never masked, so never move."""
+    ``confident_counts`` most probable draws of each row; given tokens are never masked, so never move.
+    The head, the softmax and the draws run at the masked positions only (``logits_at``)."""
     dtype = draw_dtype(x.device)
     counts = confident_counts(noise, steps, (x == graph.mask_id).sum(-1), t_end)
     sigmas = noise.total(torch.linspace(1.0, t_end, steps + 1, device=x.device))
@@ -228,10 +229,13 @@ def _sample_confident(model, graph, noise, x, steps, generator, t_end) -> tuple[
         if n == 0:
             continue
         xr = x[rows]
-        probs = torch.softmax(model.logits(xr, sigmas[k].expand(n)).to(dtype), dim=-1)
+        masked = xr == graph.mask_id  # the head and the draws at these positions only
+        probs = torch.softmax(model.logits_at(xr, sigmas[k].expand(n), masked).to(dtype), dim=-1)
         calls += n
-        tokens = sample_categorical(probs, generator)
-        confidence = probs.gather(-1, tokens[..., None]).squeeze(-1).masked_fill(xr != graph.mask_id, -1.0)
+        drawn = sample_categorical(probs, generator)
+        tokens = xr.masked_scatter(masked, drawn)
+        confidence = torch.full(xr.shape, -1.0, dtype=dtype, device=x.device)
+        confidence = confidence.masked_scatter(masked, probs.gather(-1, drawn[:, None]).squeeze(-1))
         order = confidence.argsort(-1, descending=True)
         rank = torch.empty_like(order).scatter_(-1, order, ranks.expand_as(order))
         keep = rank < counts[k][rows][:, None]
