@@ -144,8 +144,10 @@ def report(out: Path, models: list[str], seeds: list[int]) -> str:
     by_model = {m: names for m, names in by_model.items() if names}
     lines = ["| model | seeds | best validation nats/token | at epoch (each seed) | validated up to epoch (each seed) |",
              "| --- | --- | --- | --- | --- |"]
+    curves = {m: curves_of(out, names) for m, names in by_model.items()}
+    epochs_of = {m: curves_of(out, names, column=2) for m, names in by_model.items()}
     for model, names in by_model.items():
-        nll, epochs = curves_of(out, names), curves_of(out, names, column=2)
+        nll, epochs = curves[model], epochs_of[model]
         peaks = [min(c, key=c.get) for c in nll]
         bests = [c[p] for c, p in zip(nll, peaks)]
         spread = f" ± {statistics.stdev(bests):.3f}" if len(bests) > 1 else ""
@@ -161,12 +163,11 @@ def report(out: Path, models: list[str], seeds: list[int]) -> str:
             lines.append(f"- `{name}`: exact {m['nll_exact_per_token']:.3f} nats/token by ordered unmasking "
                          f"(bound {m['nll_per_token']:.3f} ± {m['nll_bound_stderr']:.3f})")
     if "ar" in by_model:
-        ar = curves_of(out, by_model["ar"])
-        for model, names in by_model.items():
+        for model in by_model:
             if model == "ar":
                 continue
-            step = crossover_step(ar, curves_of(out, names))
-            epochs = curves_of(out, names[:1], column=2)[0]
+            step = crossover_step(curves["ar"], curves[model])
+            epochs = epochs_of[model][0]
             per_step = epochs[max(epochs)] / max(epochs)  # the same data and batch for every run
             where = (f"crosses below the AR model's at epoch {step * per_step:.3g} (step {step})" if step is not None
                      else f"stays above the AR model's up to epoch {max(epochs.values()):.3g}")

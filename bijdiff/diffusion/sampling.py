@@ -220,7 +220,7 @@ def _sample_confident(model, graph, noise, x, steps, generator, t_end) -> tuple[
     The head, the softmax and the draws run at the masked positions only (``logits_at``)."""
     dtype = draw_dtype(x.device)
     counts = confident_counts(noise, steps, (x == graph.mask_id).sum(-1), t_end)
-    sigmas = noise.total(torch.linspace(1.0, t_end, steps + 1, device=x.device))
+    sigmas, _ = reverse_schedule(noise, steps, "analytic", x.device, t_end)
     ranks = torch.arange(x.shape[1], device=x.device)
     calls = 0
     for k in range(steps):
