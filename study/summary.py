@@ -60,9 +60,9 @@ def seed_table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def differences(results: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Each pair of configurations with ≥ 2 seeds: the difference of means against twice its combined
-    standard deviation ``sqrt(sd_a²/n_a + sd_b²/n_b)`` (the seed spread holds the Monte-Carlo noise too)."""
-    rows = ["| pair | difference of means | 2 × combined sd | beyond the spread |", "| --- | --- | --- | --- |"]
+    """Each pair of configurations with ≥ 2 seeds: the difference of means against twice its standard
+    deviation ``sqrt(sd_a²/n_a + sd_b²/n_b)`` (the seed spread holds the Monte-Carlo noise too)."""
+    rows = ["| pair | difference of means | 2 × s.d. of the difference | beyond the spread |", "| --- | --- | --- | --- |"]
     multi = {c: r for c, r in results.items() if len(r) > 1}
     for a, b in itertools.combinations(multi, 2):
         (ma, sa, _), (mb, sb, _) = spread(multi[a]), spread(multi[b])
