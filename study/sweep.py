@@ -34,6 +34,7 @@ CANDIDATES: dict[str, list[str]] = {
     "dropout0.3": ["model.dropout=0.3"],
     "wd0.1": ["optim.weight_decay=0.1"],
     "dropout0.3-wd0.1": ["model.dropout=0.3", "optim.weight_decay=0.1"],
+    "dropout0.5-wd0.1": ["model.dropout=0.5", "optim.weight_decay=0.1"],
 }
 
 
