@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from curves import load_curve, read_curve, save_curve
-from run import colours, draw_over_seeds, evaluate, last_step, resume, run_config
+from run import colours, draw_over_seeds, early_stopping, evaluate, last_step, resume, run_config
 from summary import differences, seed_results, seed_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,11 +66,9 @@ def finished(run_dir: Path) -> bool:
 def train_command(model: str, seed: int, run_dir: Path, files: list[str], args: argparse.Namespace) -> list[str]:
     """The ``train.py`` command of one run."""
     steps = [f"trainer.max_steps={args.steps}"] if args.steps else []
-    early = ["+callbacks.early_stopping._target_=lightning.pytorch.callbacks.EarlyStopping",
-             "+callbacks.early_stopping.monitor=val/nll", "+callbacks.early_stopping.mode=min",
-             f"+callbacks.early_stopping.patience={args.patience}"] if args.patience > 0 else []
     regularisation = args.ar_set if model == "ar" else []
-    return [sys.executable, "train.py", f"experiment={args.preset}", f"model={model}", f"seed={seed}", *steps, *early,
+    return [sys.executable, "train.py", f"experiment={args.preset}", f"model={model}", f"seed={seed}", *steps,
+            *early_stopping(args.patience),
             *regularisation, *args.set, *files, f"hydra.run.dir={run_dir}", "callbacks.progress.style=plain"]
 
 

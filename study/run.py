@@ -122,6 +122,15 @@ def find_runs(roots: list[Path]) -> dict[str, Path]:
     return scan_runs(roots)[0]
 
 
+def early_stopping(patience: int) -> list[str]:
+    """``train.py`` overrides that stop a run after ``patience`` validations without a lower ``val/nll`` (none for 0)."""
+    if patience <= 0:
+        return []
+    return ["+callbacks.early_stopping._target_=lightning.pytorch.callbacks.EarlyStopping",
+            "+callbacks.early_stopping.monitor=val/nll", "+callbacks.early_stopping.mode=min",
+            f"+callbacks.early_stopping.patience={patience}"]
+
+
 def resume(run_dir: Path, data_files: list[str]) -> None:
     """Finish a stopped run in its own directory from its ``last.ckpt``, with the overrides it was started with."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from curves import load_curve, save_curve
+from run import early_stopping
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES: dict[str, list[str]] = {
@@ -49,7 +50,7 @@ def train(candidate: str, seed: int, args: argparse.Namespace) -> None:
     data = args.data.resolve()
     files = [f"data.files.train={data / 'wiki.train.tokens'}", f"data.files.validation={data / 'wiki.valid.tokens'}",
              f"data.files.test={data / 'wiki.test.tokens'}"]
-    cmd = [sys.executable, "train.py", *args.base, *CANDIDATES[candidate], *args.set, *files, f"seed={seed}",
+    cmd = [sys.executable, "train.py", *args.base, *CANDIDATES[candidate], *args.set, *early_stopping(args.patience), *files, f"seed={seed}",
            f"paths.output_dir={run_dir}", "callbacks.progress.style=plain"]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--base", nargs="*", default=["experiment=cpu"], metavar="KEY=VALUE",
                         help="overrides every run starts from (default: experiment=cpu)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides after the candidate's")
+    parser.add_argument("--patience", type=int, default=0,
+                        help="stop a run after this many validations without improvement (0: run every step)")
     parser.add_argument("--unigram", type=float, required=True,
                         help="the validation split's add-½ unigram nats/token (6.664 for the standard protocol's 8,192-token BPE)")
     args = parser.parse_args()
