@@ -35,14 +35,14 @@ class Objective(ABC):
     def sample(
         self, model: nn.Module, shape: tuple[int, int], steps: int, method: str,
         device: torch.device | str, generator: torch.Generator | None = None, stats: dict[str, float] | None = None,
-        temperature: float = 1.0, given: torch.Tensor | None = None,
+        temperature: float = 1.0, given: torch.Tensor | None = None, blocks: int = 4,
     ) -> torch.Tensor:
         """Draw ``Long[B, L]`` sequences; ``steps`` and ``method`` choose the diffusion sampler.
 
         ``stats["network_calls_per_sample"]`` receives the network evaluations per sequence.
         ``temperature`` divides the AR model's logits; the diffusion samplers accept only 1.
         ``given`` (``Long[L]`` or ``Long[B, L]``, ``-1`` where generated) holds tokens the output keeps:
-        any pattern for diffusion, a prefix for the AR model.
+        any pattern for diffusion, a prefix for the AR model. ``blocks``: the ``blockwise`` sampler's.
         """
 
 
@@ -62,11 +62,12 @@ class DiffusionObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return elbo_nats(model, self.graph, self.noise, x0, mask, samples, generator)
 
-    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0, given=None):
+    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0, given=None, blocks=4):
         if temperature != 1.0:
             raise ConfigError(f"sample.temperature={temperature}: use it only with an AR checkpoint (the diffusion "
                               "samplers draw from the model's reverse process at temperature 1)")
-        return sample(model, self.graph, self.noise, shape, steps, method, device, generator, stats=stats, given=given)
+        return sample(model, self.graph, self.noise, shape, steps, method, device, generator, stats=stats, given=given,
+                      blocks=blocks)
 
 
 class AutoregressiveObjective(Objective):
@@ -81,8 +82,8 @@ class AutoregressiveObjective(Objective):
     def eval_nats(self, model, x0, mask, samples=1, generator=None):
         return model.nll(x0, mask)[:, None]
 
-    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0, given=None):
-        """Ancestral sampling with a KV cache after the given prefix; ``steps`` and ``method`` do not apply."""
+    def sample(self, model, shape, steps, method, device, generator=None, stats=None, temperature=1.0, given=None, blocks=4):
+        """Ancestral sampling with a KV cache after the given prefix; ``steps``, ``method`` and ``blocks`` do not apply."""
         fixed = given_mask(given, shape, model.num_tokens, device)
         start = 0 if fixed is None else int(fixed[0].sum())
         if fixed is not None and not bool((fixed == (torch.arange(shape[1], device=fixed.device) < start)).all()):

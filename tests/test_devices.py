@@ -47,9 +47,10 @@ def exercise(model: torch.nn.Module, cfg: dict, x0: torch.Tensor) -> None:
     methods = ["euler", "analytic"]
     if model.graph.absorbing:
         exact_log_likelihood(model, model.graph, noise, x0, mask, variants_per_call=5)
-        methods += ["ordered", "confident"]
+        methods += ["ordered", "confident", "blockwise"]
     for method in methods:
-        out = sample(model, model.graph, noise, (2, 5), 3, method, x0.device, torch.Generator().manual_seed(0))
+        steps = 6 if method == "blockwise" else 3  # blockwise: 3 blocks of 2 calls, the second over the block only
+        out = sample(model, model.graph, noise, (2, 5), steps, method, x0.device, torch.Generator().manual_seed(0), blocks=3)
         assert out.device == x0.device and int(out.max()) < model.graph.num_tokens
 
 

@@ -62,7 +62,8 @@ def test_exact_likelihood_is_refused_for_the_uniform_graph(checkpoints, tmp_path
 
 
 @pytest.mark.parametrize("name, sampler", [("absorb", "analytic"), ("absorb", "euler"), ("absorb", "ordered"),
-                                           ("absorb", "confident"), ("uniform", "analytic"), ("ar", "analytic")])
+                                           ("absorb", "confident"), ("absorb", "blockwise"), ("uniform", "analytic"),
+                                           ("ar", "analytic")])
 def test_sample_mode_writes_jsonl_and_judges_with_the_ar_model(checkpoints, tmp_path: Path, name, sampler) -> None:
     m = run_eval(checkpoints, name, tmp_path, "mode=sample", f"sample.sampler={sampler}", "sample.steps=4",
                  "sample.num_samples=5", "sample.batch_size=2", f"judge_ckpt={checkpoints['ar']}")
@@ -75,7 +76,7 @@ def test_sample_mode_writes_jsonl_and_judges_with_the_ar_model(checkpoints, tmp_
         assert m["network_calls_per_sample"] == 16
     elif name == "uniform":
         assert m["network_calls_per_sample"] == 5  # steps + 1
-    elif sampler == "confident":
+    elif sampler in ("confident", "blockwise"):
         assert m["network_calls_per_sample"] == 4  # one per step, each unmasking 4 of the 16 positions
     else:  # absorbing: a sequence is run only at the steps where a position unmasks
         assert 1 <= m["network_calls_per_sample"] <= 5
@@ -127,6 +128,7 @@ PREFIX, SUFFIX = " The film was", " by critics ."
 
 @pytest.mark.parametrize("name, sampler, suffix", [("absorb", "analytic", SUFFIX), ("absorb", "euler", SUFFIX),
                                                    ("absorb", "ordered", SUFFIX), ("absorb", "confident", SUFFIX),
+                                                   ("absorb", "blockwise", SUFFIX),
                                                    ("uniform", "euler", SUFFIX),
                                                    ("bijective", "analytic", ""), ("ar", "analytic", "")])
 def test_sample_mode_fills_between_a_given_prefix_and_suffix(checkpoints, tmp_path: Path, name, sampler, suffix) -> None:

@@ -90,7 +90,7 @@ class TextGenerator:
 
     def sample_ids(
         self, given: torch.Tensor, num_samples: int = 1, sampler: str = "analytic", steps: int = 128, temperature: float = 1.0,
-        seed: int = 0, batch_size: int = 16, on_batch: Callable[[int], None] | None = None,
+        seed: int = 0, batch_size: int = 16, on_batch: Callable[[int], None] | None = None, blocks: int = 4,
     ) -> tuple[torch.Tensor, float]:
         """``num_samples`` sequences ``Long[N, L]`` keeping the ids of ``given`` (``Long[L]`` or ``Long[N, L]``, ``-1``
         where generated), and the network calls per sample. ``on_batch`` receives the count drawn so far."""
@@ -106,7 +106,7 @@ class TextGenerator:
             stats: dict[str, float] = {}
             chunks.append(self.module.objective.sample(
                 self.model, tuple(rows.shape), steps, sampler, self.device, generator, stats, temperature,
-                given=rows if bool((rows >= 0).any()) else None).cpu())
+                given=rows if bool((rows >= 0).any()) else None, blocks=blocks).cpu())
             calls += stats["network_calls_per_sample"] * len(rows)
             if on_batch is not None:
                 on_batch(first + len(rows))
@@ -120,10 +120,10 @@ class TextGenerator:
 
     def generate(
         self, prefix: str = "", suffix: str = "", fill: int | None = None, num_samples: int = 1, sampler: str = "analytic",
-        steps: int = 128, temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
+        steps: int = 128, temperature: float = 1.0, seed: int = 0, batch_size: int = 16, blocks: int = 4,
     ) -> list[Completion]:
         """Texts that start with ``prefix``, end with ``suffix`` and have ``fill`` generated tokens between them
         (without ``fill``: as many as make a training-length block; both texts empty: unconditional samples)."""
         given = self.given_ids(prefix, suffix, fill)
-        ids, _ = self.sample_ids(given, num_samples, sampler, steps, temperature, seed, batch_size)
+        ids, _ = self.sample_ids(given, num_samples, sampler, steps, temperature, seed, batch_size, blocks=blocks)
         return self.completions(ids, given)

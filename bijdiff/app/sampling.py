@@ -64,7 +64,7 @@ def sample_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn.Mo
     given = generator.given_ids(s.get("prefix") or "", s.get("suffix") or "", s.get("fill"), s.length)
     progress, start = Progress("sample", int(s.num_samples)), time.perf_counter()
     ids, calls = generator.sample_ids(given, int(s.num_samples), s.sampler, int(s.steps), float(s.temperature), int(cfg.seed),
-                                      int(s.batch_size), on_batch=progress.update)
+                                      int(s.batch_size), on_batch=progress.update, blocks=int(s.blocks))
     seconds = time.perf_counter() - start
     completions = generator.completions(ids, given)
     rows = [{"index": i, "text": c.text, "ids": c.ids, "given": c.given} for i, c in enumerate(completions)]
@@ -73,7 +73,8 @@ def sample_metrics(cfg: DictConfig, module: LitLanguageModel, model: torch.nn.Mo
     sampler = "ancestral" if generator.is_ar else s.sampler
     metrics = {
         "sampler": sampler,
-        "steps": int(s.steps) if sampler in ("euler", "analytic", "confident") else int((given < 0).sum()),
+        "steps": int(s.steps) if sampler in ("euler", "analytic", "confident", "blockwise") else int((given < 0).sum()),
+        **({"blocks": int(s.blocks)} if sampler == "blockwise" else {}),
         "temperature": float(s.temperature),
         "network_calls_per_sample": calls,
         "num_samples": len(rows),

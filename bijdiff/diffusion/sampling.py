@@ -1,15 +1,16 @@
-"""Samplers for the reverse process: Euler, analytic (Tweedie τ-leaping), ordered and confidence-ordered unmasking."""
+"""Samplers for the reverse process: Euler, analytic (Tweedie τ-leaping), ordered, confidence-ordered and blockwise unmasking."""
 from __future__ import annotations
 
 import torch
 
 from ..errors import ConfigError
+from ..nn.layers import window_cache
 from .contract import LogitScoreModel, ScoreModel
 from .graph import Graph
 from .likelihood import ordered_sigma, position_log_probs
 from .noise import Noise
 
-SAMPLERS = ("euler", "analytic", "ordered", "confident")
+SAMPLERS = ("euler", "analytic", "ordered", "confident", "blockwise")
 
 
 def draw_dtype(device: torch.device | str) -> torch.dtype:
@@ -36,6 +37,7 @@ def sample(
     t_end: float = 1e-5,
     stats: dict[str, float] | None = None,
     given: torch.Tensor | None = None,
+    blocks: int = 4,
 ) -> torch.Tensor:
     """Draw token sequences ``Long[B, L]`` from the reverse process; never a ``[MASK]`` in the output.
 
@@ -50,7 +52,9 @@ def sample(
     et al. 2025): each of ``steps`` network calls draws a token at every masked position and keeps
     the ones drawn with the highest probability, as many as the noise schedule unmasks in that step
     (``confident_counts``). It is a decoding heuristic, not the model's law: it trades entropy for
-    generative perplexity, so compare it with the samples' entropy next to it.
+    generative perplexity, so compare it with the samples' entropy next to it. ``blockwise`` is
+    ``confident`` block by block, left to right, ``steps // blocks`` calls per block, with a cache of
+    the other positions' attention keys and values (``_sample_blockwise``; approximate, for speed).
 
     ``given`` (``Long[L]`` or ``Long[B, L]``: a token id at each given position, ``-1`` where the
     sampler generates) conditions every sampler on those tokens, which it never changes: a prefix,
@@ -63,7 +67,8 @@ def sample(
     ``_sample_unmasking``: the same law, but a sequence goes through the network only at the
     steps where one of its positions unmasks, at most ``L + 1`` calls whatever ``steps`` is.
     Other models and the uniform graph take every step at every position (``steps + 1`` calls);
-    ``confident`` makes at most ``min(steps, L)`` (a step that unmasks nothing costs none).
+    ``confident`` makes at most ``min(steps, L)`` (a step that unmasks nothing costs none), ``blockwise``
+    at most ``steps``, all but ``blocks`` of them over one block's positions.
     ``stats["network_calls_per_sample"]`` receives the network evaluations per sequence, counted.
     """
     if method not in SAMPLERS:
@@ -74,13 +79,19 @@ def sample(
         x = torch.where(fixed, given.to(device).expand(shape), x)
     if method == "ordered":
         x, calls = _sample_ordered(model, graph, noise, x, generator)
-    elif method == "confident":
+    elif method in ("confident", "blockwise"):
         if not graph.absorbing or not isinstance(model, LogitScoreModel):
-            raise ConfigError("the confident sampler unmasks by the model's token probabilities: it needs diffusion=absorb "
+            raise ConfigError(f"the {method} sampler unmasks by the model's token probabilities: it needs diffusion=absorb "
                               "and a denoiser that exposes logits (every bijdiff denoiser does)")
         if steps < 1:
             raise ConfigError(f"sampling steps must be ≥ 1, got {steps}")
-        x, calls = _sample_confident(model, graph, noise, x, steps, generator, t_end)
+        if method == "confident":
+            x, calls = _sample_confident(model, graph, noise, x, steps, generator, t_end)
+        else:
+            if not 1 <= blocks <= shape[1] or steps % blocks:
+                raise ConfigError(f"the blockwise sampler needs 1 ≤ sample.blocks ≤ the length {shape[1]} and sample.steps "
+                                  f"a multiple of it (steps per block), got blocks={blocks}, steps={steps}")
+            x, calls = _sample_blockwise(model, graph, noise, x, steps, blocks, generator, t_end)
     else:
         if steps < 1:
             raise ConfigError(f"sampling steps must be ≥ 1, got {steps}")
@@ -218,10 +229,8 @@ def _sample_confident(model, graph, noise, x, steps, generator, t_end) -> tuple[
     """Confidence-ordered unmasking: at each step draw a token at every masked position and keep the
     ``confident_counts`` most probable draws of each row; given tokens are never masked, so never move.
     The head, the softmax and the draws run at the masked positions only (``logits_at``)."""
-    dtype = draw_dtype(x.device)
     counts = confident_counts(noise, steps, (x == graph.mask_id).sum(-1), t_end)
     sigmas, _ = reverse_schedule(noise, steps, "analytic", x.device, t_end)
-    ranks = torch.arange(x.shape[1], device=x.device)
     calls = 0
     for k in range(steps):
         rows = counts[k] > 0
@@ -230,14 +239,60 @@ def _sample_confident(model, graph, noise, x, steps, generator, t_end) -> tuple[
             continue
         xr = x[rows]
         masked = xr == graph.mask_id  # the head and the draws at these positions only
-        probs = torch.softmax(model.logits_at(xr, sigmas[k].expand(n), masked).to(dtype), dim=-1)
+        x[rows] = _keep_most_confident(xr, masked, model.logits_at(xr, sigmas[k].expand(n), masked), counts[k][rows], generator)
         calls += n
-        drawn = sample_categorical(probs, generator)
-        tokens = xr.masked_scatter(masked, drawn)
-        confidence = torch.full(xr.shape, -1.0, dtype=dtype, device=x.device)
-        confidence = confidence.masked_scatter(masked, probs.gather(-1, drawn[:, None]).squeeze(-1))
-        order = confidence.argsort(-1, descending=True)
-        rank = torch.empty_like(order).scatter_(-1, order, ranks.expand_as(order))
-        keep = rank < counts[k][rows][:, None]
-        x[rows] = torch.where(keep, tokens, xr)
+    return x, calls
+
+
+def _keep_most_confident(x, masked, logits, counts, generator) -> torch.Tensor:
+    """``x [R, n]`` with, in each row, the ``counts`` most probable of the tokens drawn from ``logits`` (one row
+    per ``masked`` position, in order) put in at their positions; the other positions unchanged."""
+    probs = torch.softmax(logits.to(draw_dtype(x.device)), dim=-1)
+    drawn = sample_categorical(probs, generator)
+    tokens = x.masked_scatter(masked, drawn)
+    confidence = torch.full(x.shape, -1.0, dtype=probs.dtype, device=x.device)
+    confidence = confidence.masked_scatter(masked, probs.gather(-1, drawn[:, None]).squeeze(-1))
+    order = confidence.argsort(-1, descending=True)
+    ranks = torch.arange(x.shape[1], device=x.device)
+    rank = torch.empty_like(order).scatter_(-1, order, ranks.expand_as(order))
+    return torch.where(rank < counts[:, None], tokens, x)
+
+
+def _sample_blockwise(model, graph, noise, x, steps, blocks, generator, t_end) -> tuple[torch.Tensor, int]:
+    """Semi-autoregressive confidence-ordered unmasking with a dual cache (Fast-dLLM, Wu et al. 2025).
+
+    The positions are cut into ``blocks`` contiguous blocks, unmasked left to right with ``steps //
+    blocks`` confident steps each (``confident_counts`` of the block's masked positions). A block's
+    first call runs the whole sequence and stores every attention layer's keys and values
+    (``window_cache``); its other calls run the block's positions only and attend to the stored ones
+    elsewhere, so they cost about ``1 / blocks`` of a whole call. Approximate: the stored keys of the
+    other positions predate the tokens the block has unmasked since (exact caches need a block-causal
+    denoiser trained as such: Arriola et al. 2025, Block Diffusion). The noise level given is the one
+    whose masked fraction is the row's (``ordered_sigma``). A model without attention layers is run
+    whole at every call.
+    """
+    length = x.shape[1]
+    edges = [round(i * length / blocks) for i in range(blocks + 1)]
+    calls = 0
+    with window_cache(model) as window:
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            counts = confident_counts(noise, steps // blocks, (x[:, lo:hi] == graph.mask_id).sum(-1), t_end)
+            cached = False
+            for k in range(len(counts)):
+                if not bool((counts[k] > 0).any()):
+                    continue
+                sigma = ordered_sigma((x == graph.mask_id).sum(-1), length, noise)
+                masked = x[:, lo:hi] == graph.mask_id
+                if window is not None and cached:  # the block's positions only, the rest from the cache
+                    window.start = lo
+                    logits = model.logits_at(x[:, lo:hi], sigma, masked)
+                else:  # the whole sequence: (re)fills the cache
+                    if window is not None:
+                        window.start = 0
+                    where = torch.zeros_like(x, dtype=torch.bool)
+                    where[:, lo:hi] = masked
+                    logits = model.logits_at(x, sigma, where)
+                    cached = True
+                x[:, lo:hi] = _keep_most_confident(x[:, lo:hi], masked, logits, counts[k], generator)
+                calls += x.shape[0]
     return x, calls

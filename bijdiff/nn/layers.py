@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ..errors import ConfigError
 
 
@@ -64,19 +67,86 @@ class KVCache:
     def length(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
 
-    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def offset(self) -> int:
+        """The position of the call's first input: the next one to decode."""
+        return self.length
+
+    def attend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append ``[B, H, L_new, h]`` keys and values; return all of them."""
+        if self.length and k.shape[2] > 1:
+            raise ValueError("a KV-cached attention layer decodes one position per call after the first")
         self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
         self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
         return self.k, self.v
+
+
+class Window:
+    """The positions ``start, start + 1, …`` a windowed call (``WindowCache``) takes; shared by a model's layers."""
+
+    def __init__(self) -> None:
+        self.start = 0
+
+
+class WindowCache:
+    """Keys and values of every position, for one bidirectional attention layer (Fast-dLLM's dual cache).
+
+    A call over the whole sequence stores them; a call over a window of positions (``window.start``
+    onward) computes the window's own keys and values afresh, writes them in, and attends to the
+    stored ones elsewhere. Approximate, not exact: the stored keys of the other positions are those of
+    the last whole-sequence call, before the tokens the window has changed since.
+    """
+
+    def __init__(self, window: Window) -> None:
+        self.window = window
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    @property
+    def offset(self) -> int:
+        return self.window.start
+
+    def attend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store whole-sequence keys and values, or write a window's in; return every position's."""
+        start, n = self.window.start, k.shape[2]
+        if self.k is None or (start == 0 and n == self.k.shape[2]):
+            self.k, self.v = k, v
+            return k, v
+        if k.shape[0] != self.k.shape[0] or start + n > self.k.shape[2]:
+            raise ValueError(f"a windowed call of {k.shape[0]} rows over positions {start}..{start + n - 1} does not fit "
+                             f"the cached {self.k.shape[0]} rows of {self.k.shape[2]} positions")
+        self.k[:, :, start : start + n] = k
+        self.v[:, :, start : start + n] = v
+        return self.k, self.v
+
+
+@contextmanager
+def window_cache(model: nn.Module) -> Iterator[Window | None]:
+    """Within the block, every attention layer of ``model`` keeps a ``WindowCache``; yields the ``Window`` to
+    set before each call, or None for a model without attention layers (nothing to cache: call it whole)."""
+    layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    if any(layer.causal for layer in layers):
+        raise ValueError("a window cache is for bidirectional attention; the autoregressive model has a KV cache")
+    if not layers:
+        yield None
+        return
+    window = Window()
+    for layer in layers:
+        layer.cache = WindowCache(window)
+    try:
+        yield window
+    finally:
+        for layer in layers:
+            layer.cache = None
 
 
 class SelfAttention(nn.Module):
     """Multi-head attention with rotary positions (``scaled_dot_product_attention``), bidirectional
     unless ``causal`` (the autoregressive baseline).
 
-    With ``cache`` set (a causal layer during decoding, see ``StandardTrunk.kv_cache``) each call
-    takes the next position(s) only, attends to every cached one and appends its own keys.
+    With ``cache`` set, a call takes some positions only: a ``KVCache`` (a causal layer during decoding,
+    see ``StandardTrunk.kv_cache``) the next one, attending to every cached one and appending its own
+    keys; a ``WindowCache`` (``window_cache``) a window, attending to every position.
     """
 
     def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, out_dim: int | None = None, causal: bool = False) -> None:
@@ -95,14 +165,12 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, dim = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, dim // self.n_heads).permute(2, 0, 3, 1, 4)
-        offset = self.cache.length if self.cache is not None else 0
-        if offset and length > 1:
-            raise ValueError("a KV-cached attention layer decodes one position per call after the first")
+        offset = self.cache.offset if self.cache is not None else 0
         cos, sin = rotary_tables(offset + length, dim // self.n_heads, x.device, q.dtype)
         cos, sin = cos[offset:], sin[offset:]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if self.cache is not None:
-            k, v = self.cache.extend(k, v)
+            k, v = self.cache.attend(k, v)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal and length > 1)
         return self.out(y.transpose(1, 2).reshape(b, length, dim))
