@@ -13,6 +13,8 @@ optimizer steps (default: the preset's) or until the validation NLL has not impr
 ``--ar-set``: the regularisation a fair AR baseline has in this regime (tune it first, e.g.
 ``study/sweep.py --base experiment=data_constrained model=ar --candidates baseline dropout0.3 wd0.1``).
 A run stopped part-way (a killed process) goes on from its ``last.ckpt``; a finished one is kept.
+Without ``--data`` nothing trains: a run stopped part-way is reported as it stands, and said to be,
+and an evaluation is made again when the run's best checkpoint has moved on since.
 
 Each run's best checkpoint (lowest validation NLL: the early-stopped model) is evaluated on the
 whole test split: the AR model's exact NLL, the diffusion models' bound and, on the absorbing
@@ -124,6 +126,16 @@ def crossover_step(ar: list[dict[int, float]], diffusion: list[dict[int, float]]
     return next((s for s in steps if s in a and s in d and d[s] < a[s]), None)
 
 
+def best_step(curve: dict[int, float]) -> int:
+    """The validation step of a curve's lowest NLL: where ``best.ckpt`` was saved."""
+    return min(curve, key=curve.get)
+
+
+def evaluated_step(result: Path) -> int | None:
+    """The training step of the checkpoint an evaluation JSON measured; None without one."""
+    return int(json.loads(result.read_text())["global_step"]) if result.is_file() else None
+
+
 def curves_of(out: Path, names: list[str], column: int = 1) -> list[dict[int, float]]:
     """The saved curves (``column=2``: epochs) of the runs ``names``, with a clear error for a curve without epochs."""
     curves = []
@@ -136,8 +148,9 @@ def curves_of(out: Path, names: list[str], column: int = 1) -> list[dict[int, fl
     return curves
 
 
-def report(out: Path, models: list[str], seeds: list[int]) -> str:
-    """``crossover.md``: best test numbers over seeds, the epoch each run peaked at, and the crossover epochs."""
+def report(out: Path, models: list[str], seeds: list[int], unfinished: dict[str, int] | None = None) -> str:
+    """``crossover.md``: best test numbers over seeds, the epoch each run peaked at, and the crossover epochs;
+    ``unfinished`` names the runs stopped (at that step) before their budget or patience ran out."""
     by_model = {m: [run_name(m, s) for s in seeds if (out / "curves" / f"{run_name(m, s)}.csv").is_file()] for m in models}
     by_model = {m: names for m, names in by_model.items() if names}
     lines = ["| model | seeds | best validation nats/token | at epoch (each seed) | validated up to epoch (each seed) |",
@@ -146,11 +159,13 @@ def report(out: Path, models: list[str], seeds: list[int]) -> str:
     epochs_of = {m: curves_of(out, names, column=2) for m, names in by_model.items()}
     for model, names in by_model.items():
         nll, epochs = curves[model], epochs_of[model]
-        peaks = [min(c, key=c.get) for c in nll]
+        peaks = [best_step(c) for c in nll]
         bests = [c[p] for c, p in zip(nll, peaks)]
         spread = f" ± {statistics.stdev(bests):.3f}" if len(bests) > 1 else ""
         lines.append(f"| `{model}` | {len(names)} | {statistics.fmean(bests):.3f}{spread} | "
                      f"{' / '.join(f'{e[p]:.3g}' for e, p in zip(epochs, peaks))} | {' / '.join(f'{e[max(e)]:.3g}' for e in epochs)} |")
+    for name, step in (unfinished or {}).items():
+        lines.append(f"\n`{name}` stopped at step {step} before its budget or patience ran out: its numbers are its best so far.")
     results = seed_results(out)
     lines += ["", "Test split, best checkpoints (the AR model exact; diffusion the bound, its exact likelihood below):", "",
               *seed_table(results), "", *differences(results), ""]
@@ -218,16 +233,24 @@ def main() -> None:
     else:
         runs = {run_name(m, s): args.runs / run_name(m, s) for s in args.seeds for m in args.models}
     args.out.mkdir(parents=True, exist_ok=True)
+    unfinished = {}
     for name, run_dir in runs.items():
-        if not finished(run_dir):
-            print(f"crossover: {run_dir} has not finished; left out", flush=True)
+        if not (run_dir / "checkpoints" / "best.ckpt").is_file():
+            print(f"crossover: {run_dir} has no best.ckpt yet; left out", flush=True)
             continue
+        if not finished(run_dir):
+            unfinished[name] = last_step(run_dir)
+            print(f"crossover: {run_dir} stopped at step {unfinished[name]} before its budget or patience ran out; "
+                  "reported as it stands (run crossover.py with --data to finish it)", flush=True)
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         cfg = run_config(run_dir)  # ordered unmasking needs the absorbing graph; the AR model's NLL is exact anyway
         exact = ["eval.exact=true"] if cfg["model"]["name"] != "ar" and cfg["diffusion"]["graph"] == "absorb" else []
-        evaluate(run_dir, args.out / f"{name}-ppl.json", *exact, extra=args.eval_set)
+        result = args.out / f"{name}-ppl.json"
+        if evaluated_step(result) not in (None, best_step(read_curve(run_dir))):
+            result.unlink()  # the run went on and found a better checkpoint since
+        evaluate(run_dir, result, *exact, extra=args.eval_set)
     plot(args.out, args.models, args.seeds, args.title)
-    (args.out / "crossover.md").write_text(report(args.out, args.models, args.seeds))
+    (args.out / "crossover.md").write_text(report(args.out, args.models, args.seeds, unfinished))
     print((args.out / "crossover.md").read_text())
 
 
