@@ -1,0 +1,85 @@
+"""Self-distillation through time: a student's one unmasking step trained to match two of its teacher's.
+
+Deschenaux and Gulcehre (2024) distil a masked diffusion model into one that samples in half the
+steps, round after round. Under the absorbing graph a step of the analytic sampler from noise level
+``σ̄_a`` to ``σ̄_c`` unmasks each masked position with a probability fixed by the schedule (two exact
+steps through ``σ̄_b`` compose to one), and draws its token from the model's ``softmax(logits)``.
+So all a one-step student can match is, per position, the law of the token it takes given that it
+unmasks somewhere in the teacher's two steps:
+
+    p(v) = [p₁·q_a(v) + (1 − p₁)·p₂·E q_b(v | x_b)] / P,    P = 1 − (1 − p₁)(1 − p₂),
+
+with ``p₁``, ``p₂`` the two steps' unmasking probabilities, ``q_a`` the teacher's token law at the
+start and ``q_b`` its law after its first step drew ``x_b``. ``two_step_targets`` estimates ``p``
+without bias from one teacher path: a position the first step unmasked takes ``q_a``, any other
+``α·q_a + β·q_b`` with ``β = p₂ / P`` and ``α = 1 − β`` (both targets are distributions, and their
+mean over the path is ``p``). The loss is linear in the target, so its gradient is unbiased too.
+"""
+from __future__ import annotations
+
+import torch
+
+from .contract import LogitScoreModel
+from .graph import Graph
+from .noise import Noise
+from .sampling import sample_categorical, unmask_probabilities
+
+
+def student_grid(noise: Noise, steps: int, device: torch.device | str, t_end: float = 1e-5) -> torch.Tensor:
+    """``[steps, 3]`` rows ``(σ̄_a, σ̄_b, σ̄_c)``: each step of the analytic sampler's ``steps``-step grid
+    (``reverse_schedule``) and the midpoint where the teacher, taking twice the steps, stops in between."""
+    times = torch.linspace(1.0, t_end, steps + 1, device=device)
+    return noise.total(torch.stack([times[:-1], (times[:-1] + times[1:]) / 2, times[1:]], dim=-1))
+
+
+@torch.no_grad()
+def two_step_targets(
+    teacher: LogitScoreModel,
+    graph: Graph,
+    x_a: torch.Tensor,
+    sigmas: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``[M, num_tokens]`` unbiased targets for the ``M`` masked positions of ``x_a [B, L]`` (in order): the
+    law of the token each takes if it unmasks in the teacher's two analytic steps ``sigmas [B, 3]`` (``σ̄_a, σ̄_b, σ̄_c``)."""
+    masked = x_a == graph.mask_id
+    levels = sigmas.T.double()
+    p1, p2 = unmask_probabilities(levels, levels[:-1] - levels[1:], "analytic")
+    both = 1.0 - (1.0 - p1) * (1.0 - p2)
+    beta = (p2 / both).float()[:, None].expand_as(x_a)[masked][:, None]
+    q_a = torch.softmax(teacher.logits_at(x_a, sigmas[:, 0], masked).float(), dim=-1)
+    u = torch.rand(x_a.shape, dtype=torch.float64, device=x_a.device, generator=generator)
+    first = masked & (u < p1[:, None])
+    x_b = x_a.masked_scatter(first, sample_categorical(q_a[first[masked]].double(), generator))
+    still = masked & ~first
+    q_b = torch.zeros_like(q_a)
+    if bool(still.any()):
+        q_b[still[masked]] = torch.softmax(teacher.logits_at(x_b, sigmas[:, 1], still).float(), dim=-1)
+    mixed = (1.0 - beta) * q_a + beta * q_b
+    return torch.where(first[masked][:, None], q_a, mixed)
+
+
+def distillation_nats(
+    student: LogitScoreModel,
+    teacher: LogitScoreModel,
+    graph: Graph,
+    noise: Noise,
+    x0: torch.Tensor,
+    steps: int,
+    loss_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per sequence ``[B]``: ``Σ KL(target ‖ student)`` over the masked positions of ``x0`` noised to the start of
+    a random step of the student's ``steps``-step grid. Its gradient is that of ``Σ KL(p ‖ student)`` (the
+    loss is linear in the target), so it is least where the student's token law is the teacher's two-step
+    law ``p``; its value there is the targets' spread around ``p``, not zero."""
+    grid = student_grid(noise, steps, x0.device)
+    k = torch.randint(0, steps, (x0.shape[0],), device=x0.device, generator=generator)
+    sigmas = grid[k]
+    x_a = graph.sample_transition(x0, sigmas[:, 0], loss_mask, generator)
+    masked = x_a == graph.mask_id
+    target = two_step_targets(teacher, graph, x_a, sigmas, generator)
+    log_student = torch.log_softmax(student.logits_at(x_a, sigmas[:, 0], masked).float(), dim=-1)
+    kl = (torch.xlogy(target, target) - target * log_student).sum(-1)
+    rows = torch.arange(x0.shape[0], device=x0.device)[:, None].expand_as(x_a)[masked]
+    return torch.zeros(x0.shape[0], device=x0.device).index_add_(0, rows, kl)

@@ -1,0 +1,99 @@
+"""Self-distillation through time: the teacher's two-step targets against their law computed by enumeration."""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from bijdiff.diffusion import Absorbing, LogLinearNoise, reverse_schedule, unmask_probabilities
+from bijdiff.diffusion.distill import distillation_nats, student_grid, two_step_targets
+from tests.test_conditional_sampling import AbsorbingOracle, V, joint_law
+
+MASK = V  # the absorbing graph's [MASK] id
+SIGMAS = torch.tensor([1.5, 0.8, 0.3])  # unmasking probabilities 0.29 and 0.53: both branches matter
+
+
+class TiltedOracle(AbsorbingOracle):
+    """The exact conditionals tilted by the noise level: a teacher whose token law changes between its two
+    steps (an exact one would hardly change on average, which would hide a wrong weight of either step)."""
+
+    def __init__(self) -> None:
+        super().__init__(joint_law())
+        self.tilt = 2.0 * torch.randn(4, V, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def logits(self, x_t, sigma):
+        return super().logits(x_t, sigma) + sigma.double()[:, None, None] * self.tilt
+
+
+def two_step_law(teacher: AbsorbingOracle, x_a: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """``[M, V]``: for each masked position of ``x_a [L]``, the law of its token given that it unmasks in the
+    teacher's two analytic steps, by enumerating every outcome of the first step (stay masked, or each token)."""
+    levels = sigmas.double()
+    p1, p2 = unmask_probabilities(levels, levels[:-1] - levels[1:], "analytic")
+    batch = lambda x: x[None]  # noqa: E731
+    q_a = torch.softmax(teacher.logits(batch(x_a), sigmas[:1]), -1)[0].double()
+    masked = (x_a == MASK).nonzero().flatten().tolist()
+    laws = []
+    for i in masked:
+        later = torch.zeros(V, dtype=torch.float64)  # E q_b(i | x_b), i still masked after the first step
+        others = [j for j in masked if j != i]
+        for outcome in itertools.product([None, *range(V)], repeat=len(others)):
+            weight, x_b = torch.tensor(1.0, dtype=torch.float64), x_a.clone()
+            for j, token in zip(others, outcome):
+                weight = weight * ((1 - p1) if token is None else p1 * q_a[j, token])
+                if token is not None:
+                    x_b[j] = token
+            later += weight * torch.softmax(teacher.logits(batch(x_b), sigmas[1:2]), -1)[0, i].double()
+        laws.append((p1 * q_a[i] + (1 - p1) * p2 * later) / (1 - (1 - p1) * (1 - p2)))
+    return torch.stack(laws)
+
+
+def test_two_step_targets_are_unbiased_for_the_teacher_s_two_step_law() -> None:
+    teacher = TiltedOracle()
+    x_a = torch.tensor([MASK, 1, MASK, MASK])
+    exact = two_step_law(teacher, x_a, SIGMAS)
+    n = 20_000
+    targets = two_step_targets(teacher, Absorbing(V), x_a.expand(n, -1).clone(), SIGMAS.expand(n, -1),
+                               torch.Generator().manual_seed(0)).double().view(n, 3, V)
+    assert torch.allclose(targets.sum(-1), torch.ones(n, 3, dtype=torch.float64), atol=1e-5)  # distributions
+    mean, stderr = targets.mean(0), targets.std(0) / n**0.5
+    assert bool(((mean - exact).abs() <= 5 * stderr + 1e-6).all()), (mean, exact, stderr)
+    # the test can tell: the law is far, against the noise, from either step's token law alone
+    for level in (SIGMAS[:1], SIGMAS[1:2]):
+        q = torch.softmax(teacher.logits(x_a[None], level), -1)[0, x_a == MASK].double()
+        assert float((exact - q).abs().max()) > 20 * float(stderr.max())
+
+
+def test_student_grid_walks_the_analytic_sampler_s_grid() -> None:
+    noise = LogLinearNoise()
+    grid = student_grid(noise, 8, "cpu")
+    sigmas, _ = reverse_schedule(noise, 8, "analytic", "cpu")
+    torch.testing.assert_close(grid[:, 0], sigmas[:-1])
+    torch.testing.assert_close(grid[:, 2], sigmas[1:])
+    teacher_sigmas, _ = reverse_schedule(noise, 16, "analytic", "cpu")  # the teacher's 16 steps stop at the midpoints
+    torch.testing.assert_close(grid[:, 1], teacher_sigmas[1::2])
+
+
+def test_a_student_equal_to_a_context_free_teacher_has_zero_loss_and_gradient() -> None:
+    """When the teacher's token law does not depend on the context, every target is that law: a student
+    with the same logits is at the minimum, with zero loss and zero gradient."""
+    logits = torch.randn(5, V, generator=torch.Generator().manual_seed(1))
+
+    class ContextFree(torch.nn.Module):
+        def __init__(self, table: torch.Tensor) -> None:
+            super().__init__()
+            self.table = torch.nn.Parameter(table.clone())
+
+        def logits_at(self, x_t, sigma, where):
+            return self.table.expand(x_t.shape[0], -1, -1)[where]
+
+    student = ContextFree(logits)
+    x0 = torch.randint(V, (16, 5), generator=torch.Generator().manual_seed(2))
+    nats = distillation_nats(student, ContextFree(logits), Absorbing(V), LogLinearNoise(), x0, 4,
+                             generator=torch.Generator().manual_seed(3))
+    nats.sum().backward()
+    assert float(nats.detach().abs().max()) < 1e-5
+    assert float(student.table.grad.abs().max()) < 1e-5
+    shifted = ContextFree(logits + torch.randn(5, V, generator=torch.Generator().manual_seed(4)))
+    assert float(distillation_nats(shifted, ContextFree(logits), Absorbing(V), LogLinearNoise(), x0, 4,
+                                   generator=torch.Generator().manual_seed(3)).detach().sum()) > 0.1
