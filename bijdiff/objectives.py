@@ -11,7 +11,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .diffusion import Graph, Noise, build_noise, dwdse, elbo_nats, given_mask, sample, stratified_times
+from .diffusion import Graph, LogitScoreModel, Noise, build_noise, dwdse, elbo_nats, given_mask, sample, stratified_times
+from .diffusion.distill import distillation_nats
 from .errors import ConfigError
 
 
@@ -45,6 +46,10 @@ class Objective(ABC):
         any pattern for diffusion, a prefix for the AR model. ``blocks``: the ``blockwise`` sampler's.
         """
 
+    def to(self, device: torch.device | str) -> "Objective":
+        """Move what the objective holds besides the model (a teacher) to ``device``; most hold nothing."""
+        return self
+
 
 class DiffusionObjective(Objective):
     """SEDD: DWDSE at stratified ``t ∈ [t_min, 1]`` for training; the ELBO (t over (0, 1]) for evaluation."""
@@ -68,6 +73,28 @@ class DiffusionObjective(Objective):
                               "samplers draw from the model's reverse process at temperature 1)")
         return sample(model, self.graph, self.noise, shape, steps, method, device, generator, stats=stats, given=given,
                       blocks=blocks)
+
+
+class DistillationObjective(DiffusionObjective):
+    """Self-distillation through time: the model (the student) learns to take one analytic step of a
+    ``steps``-step grid as the frozen ``teacher`` takes two (``distillation_nats``); evaluation and
+    sampling are SEDD's, so the student's bound stays comparable with its teacher's."""
+
+    def __init__(self, graph: Graph, noise: Noise, t_min: float, teacher: nn.Module, steps: int) -> None:
+        super().__init__(graph, noise, t_min)
+        if not graph.absorbing or not isinstance(teacher, LogitScoreModel):
+            raise ConfigError("distillation matches the absorbing graph's unmasking steps: it needs a teacher "
+                              "trained with diffusion=absorb")
+        if steps < 1:
+            raise ConfigError(f"distill.steps must be ≥ 1 (the student's sampling steps), got {steps}")
+        self.teacher, self.steps = teacher.eval().requires_grad_(False), steps
+
+    def to(self, device):
+        self.teacher.to(device)
+        return self
+
+    def train_nats(self, model, x0, mask, rank=0, world_size=1):
+        return distillation_nats(model, self.teacher, self.graph, self.noise, x0, self.steps, mask)
 
 
 class AutoregressiveObjective(Objective):

@@ -1,12 +1,22 @@
-"""Self-distillation through time: the teacher's two-step targets against their law computed by enumeration."""
+"""Self-distillation through time: the teacher's two-step targets against their law computed by enumeration,
+and a distillation run from a teacher checkpoint."""
 from __future__ import annotations
 
 import itertools
+import math
+from pathlib import Path
 
+import pytest
 import torch
 
+from bijdiff.app.checkpoint import load_module
+from bijdiff.app.distill import start_from_teacher
+from bijdiff.app.train import train
 from bijdiff.diffusion import Absorbing, LogLinearNoise, reverse_schedule, unmask_probabilities
 from bijdiff.diffusion.distill import distillation_nats, student_grid, two_step_targets
+from bijdiff.errors import CheckpointError, ConfigError
+from bijdiff.lit import LitLanguageModel
+from tests.conftest import tiny_config
 from tests.test_conditional_sampling import AbsorbingOracle, V, joint_law
 
 MASK = V  # the absorbing graph's [MASK] id
@@ -97,3 +107,46 @@ def test_a_student_equal_to_a_context_free_teacher_has_zero_loss_and_gradient() 
     shifted = ContextFree(logits + torch.randn(5, V, generator=torch.Generator().manual_seed(4)))
     assert float(distillation_nats(shifted, ContextFree(logits), Absorbing(V), LogLinearNoise(), x0, 4,
                                    generator=torch.Generator().manual_seed(3)).detach().sum()) > 0.1
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory, wiki_files) -> Path:
+    """A tiny bijective teacher's last checkpoint (the student's command line asks for the default model)."""
+    tmp = tmp_path_factory.mktemp("teacher")
+    cfg = tiny_config(wiki_files, tmp / "run", tmp / "cache", "model=bijective", "model.d_model=32", "model.n_layers=2",
+                      "model.n_heads=2", "model.cond_dim=16")
+    return Path(train(cfg)["last_ckpt"])
+
+
+def test_a_distillation_run_trains_the_teacher_s_network_from_its_weights(teacher, tiny_train_cfg) -> None:
+    cfg = tiny_train_cfg(f"distill.teacher={teacher}", "distill.steps=4", "trainer.max_steps=2")
+    result = train(cfg)
+    student, trained = load_module(result["last_ckpt"]), load_module(teacher)
+    assert student.hparams["cfg"]["model"] == trained.hparams["cfg"]["model"]  # bijective, not the command line's standard
+    assert student.extra_state["tokenizer"] == trained.extra_state["tokenizer"]
+    moved = [not torch.equal(a, b) for a, b in zip(student.model.parameters(), trained.model.parameters())]
+    assert any(moved)  # it trained
+    assert math.isfinite(result["best_val_nll"])
+
+
+def test_the_student_starts_as_its_teacher(teacher) -> None:
+    trained = load_module(teacher)
+    module = LitLanguageModel(trained.hparams["cfg"], trained.hparams["num_tokens"], seed=5)
+    start_from_teacher(module, trained, 4)
+    for a, b in zip(module.model.parameters(), trained.model.parameters()):
+        assert torch.equal(a, b)
+    with module.ema.averaged(module.model):  # the averages start there too
+        assert all(torch.equal(a, b) for a, b in zip(module.model.parameters(), trained.model.parameters()))
+    assert module.objective.teacher is trained.model and module.objective.steps == 4
+
+
+def test_bad_teachers_are_refused_with_what_to_change(teacher, tiny_train_cfg, tmp_path, wiki_files) -> None:
+    with pytest.raises(ConfigError, match="data.seq_len=16"):
+        train(tiny_train_cfg(f"distill.teacher={teacher}", "data.seq_len=32"))
+    ar = train(tiny_config(wiki_files, tmp_path / "ar", tmp_path / "cache", "model=ar"))["last_ckpt"]
+    with pytest.raises(ConfigError, match="is a ar model.*trained with diffusion=absorb"):
+        train(tiny_train_cfg(f"distill.teacher={ar}"))
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        train(tiny_train_cfg(f"distill.teacher={tmp_path / 'nothing.ckpt'}"))
+    with pytest.raises(ConfigError, match="distill.steps must be ≥ 1"):
+        train(tiny_train_cfg(f"distill.teacher={teacher}", "distill.steps=0"))

@@ -15,6 +15,7 @@ INTEGER_KEYS = (
     "trainer.accumulate_grad_batches", "trainer.num_sanity_val_steps",
     "data.vocab_size", "data.seq_len", "data.batch_size", "data.eval_batch_size", "data.num_workers",
     "model.d_model", "model.n_heads", "model.cond_dim", "optim.warmup_steps", "optim.max_nonfinite_steps", "seed",
+    "distill.steps",
 )
 NUMBER_KEYS = (
     "trainer.val_check_interval", "trainer.limit_val_batches", "trainer.gradient_clip_val",

@@ -73,12 +73,20 @@ def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
         log.warning("training %d steps on the CPU: experiment=cpu is the preset sized for a CPU (%d steps of "
                     "64×64 tokens, about half an hour on 2 cores)", cfg.trainer.max_steps, CPU_PRESET_STEPS)
 
-    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+    from .distill import load_teacher, start_from_teacher, student_config  # it loads checkpoints, which needs this module
+
+    teacher = load_teacher(cfg)
+    tokenizer = {"tokenizer_json": teacher.extra_state["tokenizer"]} if teacher else {}  # the student reads as its teacher
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed, **tokenizer)
     datamodule.prepare_data()
     datamodule.setup("fit")
     log.info("data: %s", datamodule.describe())
 
+    if teacher:
+        plain = student_config(plain, teacher)
     module = LitLanguageModel({k: plain[k] for k in MODULE_GROUPS if k in plain}, num_tokens=datamodule.num_tokens, seed=cfg.seed)
+    if teacher:
+        start_from_teacher(module, teacher, int(cfg.distill.steps))
     module.words_per_token = datamodule.words_per_token("validation")
     module.extra_state = {
         "tokenizer": datamodule.tokenizer_json,

@@ -42,7 +42,8 @@ class WikiTextDataModule(L.LightningDataModule):
     """WikiText-2 from the hub (default) or from local files (``files.train/validation/test``).
 
     Pass ``tokenizer_json`` to reuse a tokenizer (for example one stored in a checkpoint) instead
-    of training one on the training split. ``seed`` fixes the training order; its position is
+    of training one on the training split; without ``files.train`` only the evaluation splits given
+    are read. ``seed`` fixes the training order; its position is
     saved in checkpoints (``state_dict``) so a resumed run continues with the same batches.
     """
 
@@ -87,7 +88,7 @@ class WikiTextDataModule(L.LightningDataModule):
         unknown = set(self.files) - set(SPLITS)
         if unknown:
             raise DataError(f"unknown split(s) in data.files: {sorted(unknown)}; use {list(SPLITS)}")
-        if self.tokenizer_given:  # evaluation: only the evaluation split(s) given are needed
+        if self.tokenizer_given and "train" not in self.files:  # evaluation: only the evaluation split(s) given are needed
             needed = [split for split in ("validation", "test") if split in self.files]
             if not needed:
                 raise DataError("set data.files.test (or data.files.validation) to the file to evaluate")

@@ -55,6 +55,9 @@ class LitLanguageModel(L.LightningModule):
         self._nonfinite_flags = NonfiniteFlags()
 
     # -- training ----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self.objective.to(self.device)  # a distillation teacher is not a submodule (not in checkpoints): move it here
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._count_nonfinite()
         torch.manual_seed(training_seed(self.hparams.seed, self.global_rank, self.global_step, batch_idx))
