@@ -14,7 +14,7 @@ STUDY = Path(__file__).resolve().parents[1]
 ROOT = STUDY.parent
 sys.path.insert(0, str(STUDY))
 sys.path.insert(0, str(ROOT / "tests"))
-from crossover import crossover_step, run_name, stopped_early, train_command  # noqa: E402
+from crossover import best_step, crossover_step, evaluated_step, report, run_name, stopped_early, train_command  # noqa: E402
 from conftest import TINY  # noqa: E402
 
 from bijdiff.data.synthetic import write_synthetic_splits  # noqa: E402
@@ -55,6 +55,37 @@ def test_only_the_ar_model_gets_the_regularisation_and_early_stopping_composes(t
             assert (cfg.model.name, cfg.model.dropout, cfg.seed, cfg.trainer.max_steps) == (model, dropout, 1, 300)
             assert cfg.callbacks.early_stopping.patience == 4 and cfg.callbacks.early_stopping.monitor == "val/nll"
     assert run_name("bijective_affine", 0) == "bijective-affine" and run_name("ar", 1) == "ar-seed1"
+
+
+AR = {50: 6.0, 100: 5.2, 150: 5.0, 200: 5.1, 250: 5.3}                 # peaks at 150, then overfits
+DIFFUSION = {100: 6.5, 200: 5.6, 300: 5.05, 400: 4.98, 500: 4.97}        # first below 5.0 at 400
+
+
+def write_curve(out: Path, name: str, curve: dict[int, float], steps_per_epoch: float = 50.0) -> None:
+    """A curve file as ``save_curve`` writes it, with epochs."""
+    (out / "curves").mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{s},{v},{s / steps_per_epoch}\n" for s, v in curve.items())
+    (out / "curves" / f"{name}.csv").write_text("step,val_nll,epochs\n" + rows)
+
+
+def test_best_step_and_evaluated_step(tmp_path: Path) -> None:
+    assert best_step(AR) == 150
+    assert evaluated_step(tmp_path / "missing.json") is None
+    (tmp_path / "r.json").write_text(json.dumps({"global_step": 400}))
+    assert evaluated_step(tmp_path / "r.json") == 400
+
+
+def test_report_states_the_crossover_epoch_and_runs_stopped_by_hand(tmp_path: Path) -> None:
+    write_curve(tmp_path, "ar", AR)
+    write_curve(tmp_path, "bijective-affine", DIFFUSION)
+    (tmp_path / "ar-ppl.json").write_text(json.dumps({"nll_exact_per_token": 5.1, "ppl_exact_per_word": 800.0}))
+    (tmp_path / "bijective-affine-ppl.json").write_text(json.dumps(
+        {"nll_per_token": 5.2, "nll_bound_stderr": 0.02, "ppl_bound_per_word": 900.0, "nll_exact_per_token": 5.05}))
+    text = report(tmp_path, ["ar", "bijective_affine"], [0], {"bijective-affine": 500})
+    assert "| `ar` | 1 | 5.000 | 3 | 5 |" in text                              # best 5.0 at step 150 = epoch 3
+    assert "crosses below the AR model's at epoch 8 (step 400)" in text
+    assert "exact 5.050 nats/token by ordered unmasking (bound 5.200 ± 0.020)" in text
+    assert "`bijective-affine` stopped at step 500 before its budget or patience ran out" in text
 
 
 @pytest.mark.slow
