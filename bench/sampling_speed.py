@@ -2,11 +2,13 @@
 
     python bench/sampling_speed.py --diffusion RUN/checkpoints/best.ckpt --ar AR_RUN/checkpoints/best.ckpt \\
         [--analytic 16 64 256] [--confident 4 8 16 32 64] [--blockwise 8 16 32 --blocks 4] \\
+        [--distilled STUDENT.ckpt:32 ...] \\
         [--temperatures 1 1.25 1.5] [--num-samples 64] \\
         [--out bench/results/sampling_speed]
 
 Runs ``eval.py mode=sample`` on the diffusion checkpoint with the ``analytic``, ``confident`` and
-``blockwise`` samplers at each step count and with ``ordered``, and on the AR checkpoint (KV cache) at each
+``blockwise`` samplers at each step count and with ``ordered``, on each distilled student with
+``analytic`` at the steps it was distilled for, and on the AR checkpoint (KV cache) at each
 temperature: the same number of samples, all in one batch, every sample judged by the AR
 checkpoint. Runs one at a time, so take it on an otherwise idle machine. Writes ``<out>.json``
 (each run's ``eval.py`` metrics), ``<out>.png`` (tokens/s against generative perplexity) and
@@ -40,6 +42,11 @@ def settings(args: argparse.Namespace) -> dict[str, list[str]]:
     runs |= {f"blockwise-{k}": [f"ckpt_path={args.diffusion}", "sample.sampler=blockwise", f"sample.steps={k}",
                                 f"sample.blocks={args.blocks}"] for k in args.blockwise}
     runs["ordered"] = [f"ckpt_path={args.diffusion}", "sample.sampler=ordered"]
+    for student in args.distilled:
+        ckpt, _, steps = student.rpartition(":")
+        if not ckpt or not steps.isdigit():
+            raise SystemExit(f"--distilled {student}: give CKPT:STEPS, a student checkpoint and the steps it was distilled for")
+        runs[f"distilled-{steps}"] = [f"ckpt_path={Path(ckpt).resolve()}", "sample.sampler=analytic", f"sample.steps={steps}"]
     runs |= {f"ar-t{t:g}": [f"ckpt_path={args.ar}", f"sample.temperature={t:g}"] for t in args.temperatures}
     return runs
 
@@ -62,6 +69,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         name = f"AR, KV cache, T = {m['temperature']:g}" if label.startswith("ar-") else f"`{m['sampler']}`"
         if "blocks" in m:
             name += f", {m['blocks']} blocks"
+        if label.startswith("distilled-"):
+            name += ", distilled student"
         verdict = "–"
         if reference is not None and not label.startswith("ar-"):
             diverse = m["entropy"] >= reference["entropy"] - ENTROPY_SLACK
@@ -111,6 +120,8 @@ def main() -> None:
     parser.add_argument("--blockwise", type=int, nargs="*", default=[8, 16, 32],
                         help="steps of the blockwise sampler (multiples of --blocks)")
     parser.add_argument("--blocks", type=int, default=4, help="the blockwise sampler's blocks per sample")
+    parser.add_argument("--distilled", nargs="*", default=[], metavar="CKPT:STEPS",
+                        help="distilled students (study/distillation.py), each sampled by analytic at the steps it learnt")
     parser.add_argument("--temperatures", type=float, nargs="*", default=[1.0, 1.25, 1.5])
     parser.add_argument("--num-samples", type=int, default=64, help="samples per setting, drawn in one batch")
     parser.add_argument("--device", default="cpu")
