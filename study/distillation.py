@@ -1,7 +1,7 @@
 """Self-distillation through time, round after round, then every student's speed and quality.
 
     python study/distillation.py --teacher RUN/checkpoints/best.ckpt --ar AR_RUN/checkpoints/best.ckpt \\
-        --runs runs/distill --steps 32 16 8 4 [--set trainer.max_steps=400] \\
+        --runs runs/distill --steps 32 16 8 4 [--set trainer.max_steps=600] \\
         [--out bench/results/sampling_speed_distilled]
 
 Round ``i`` runs ``train.py experiment=distill distill.teacher=<the previous round's last.ckpt>
