@@ -14,7 +14,8 @@ optimizer steps (default: the preset's) or until the validation NLL has not impr
 ``study/sweep.py --base experiment=data_constrained model=ar --candidates baseline dropout0.3 wd0.1``).
 A run stopped part-way (a killed process) goes on from its ``last.ckpt``; a finished one is kept.
 Without ``--data`` nothing trains: a run stopped part-way is reported as it stands, and said to be,
-and an evaluation is made again when the run's best checkpoint has moved on since.
+and an evaluation is made again when the run's best checkpoint has moved on since (or a bound
+was made with other than ``BOUND_T_SAMPLES`` time draws).
 
 Each run's best checkpoint (lowest validation NLL: the early-stopped model) is evaluated on the
 whole test split: the AR model's exact NLL, the diffusion models' bound (``BOUND_T_SAMPLES`` time
@@ -135,9 +136,13 @@ def best_step(curve: dict[int, float]) -> int:
     return min(curve, key=curve.get)
 
 
-def evaluated_step(result: Path) -> int | None:
-    """The training step of the checkpoint an evaluation JSON measured; None without one."""
-    return int(json.loads(result.read_text())["global_step"]) if result.is_file() else None
+def outdated(result: Path, step: int, t_samples: int | None) -> bool:
+    """Whether an evaluation JSON measured another checkpoint than the one at ``step`` or (for a bound)
+    with other than ``t_samples`` time draws; False without one."""
+    if not result.is_file():
+        return False
+    m = json.loads(result.read_text())
+    return int(m["global_step"]) != step or (t_samples is not None and m.get("t_samples") != t_samples)
 
 
 def curves_of(out: Path, names: list[str], column: int = 1) -> list[dict[int, float]]:
@@ -252,8 +257,8 @@ def main() -> None:
         exact = ["eval.exact=true"] if diffusion and cfg["diffusion"]["graph"] == "absorb" else []
         bound = [f"eval.t_samples={BOUND_T_SAMPLES}"] if diffusion else []
         result = args.out / f"{name}-ppl.json"
-        if evaluated_step(result) not in (None, best_step(read_curve(run_dir))):
-            result.unlink()  # the run went on and found a better checkpoint since
+        if outdated(result, best_step(read_curve(run_dir)), BOUND_T_SAMPLES if diffusion else None):
+            result.unlink()  # the run went on and found a better checkpoint since, or the bound is too noisy
         evaluate(run_dir, result, *exact, *bound, extra=args.eval_set)
     plot(args.out, args.models, args.seeds, args.title)
     (args.out / "crossover.md").write_text(report(args.out, args.models, args.seeds, unfinished))

@@ -14,7 +14,7 @@ STUDY = Path(__file__).resolve().parents[1]
 ROOT = STUDY.parent
 sys.path.insert(0, str(STUDY))
 sys.path.insert(0, str(ROOT / "tests"))
-from crossover import best_step, crossover_step, evaluated_step, report, run_name, stopped_early, train_command  # noqa: E402
+from crossover import best_step, crossover_step, outdated, report, run_name, stopped_early, train_command  # noqa: E402
 from conftest import TINY  # noqa: E402
 
 from bijdiff.data.synthetic import write_synthetic_splits  # noqa: E402
@@ -68,11 +68,15 @@ def write_curve(out: Path, name: str, curve: dict[int, float], steps_per_epoch: 
     (out / "curves" / f"{name}.csv").write_text("step,val_nll,epochs\n" + rows)
 
 
-def test_best_step_and_evaluated_step(tmp_path: Path) -> None:
+def test_an_evaluation_is_outdated_when_the_best_checkpoint_moved_or_the_bound_is_too_noisy(tmp_path: Path) -> None:
     assert best_step(AR) == 150
-    assert evaluated_step(tmp_path / "missing.json") is None
-    (tmp_path / "r.json").write_text(json.dumps({"global_step": 400}))
-    assert evaluated_step(tmp_path / "r.json") == 400
+    assert not outdated(tmp_path / "missing.json", 400, 16)
+    (tmp_path / "r.json").write_text(json.dumps({"global_step": 400, "t_samples": 4}))
+    assert not outdated(tmp_path / "r.json", 400, None)      # exact (AR): the draws do not matter
+    assert outdated(tmp_path / "r.json", 400, 16)            # a bound with 4 draws, 16 wanted
+    assert outdated(tmp_path / "r.json", 600, None)          # the run found a better checkpoint
+    (tmp_path / "r.json").write_text(json.dumps({"global_step": 400, "t_samples": 16}))
+    assert not outdated(tmp_path / "r.json", 400, 16)
 
 
 def test_report_states_the_crossover_epoch_and_runs_stopped_by_hand(tmp_path: Path) -> None:
