@@ -1,9 +1,9 @@
 """``distill.teacher=CKPT``: train a student that samples in half its teacher's steps (self-distillation through time)."""
 from __future__ import annotations
 
-from typing import Any
+import copy
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import ConfigError
 from ..lit import LitLanguageModel
@@ -22,24 +22,32 @@ def load_teacher(cfg: DictConfig) -> LitLanguageModel | None:
         return None
     teacher = load_module(distill["teacher"], use_ema=True)
     trained = teacher.hparams["cfg"]
-    if trained["model"]["name"] == "ar" or trained["diffusion"]["graph"] != "absorb":
-        raise ConfigError(f"distill.teacher={distill['teacher']} is a {trained['model']['name']} model"
-                          f"{'' if trained['model']['name'] == 'ar' else ' on the ' + trained['diffusion']['graph'] + ' graph'}: "
-                          "distillation halves the steps of the absorbing graph's sampler, so the teacher must be a "
-                          "denoiser trained with diffusion=absorb")
-    if int(cfg.data.seq_len) != int(trained["data"]["seq_len"]):
-        raise ConfigError(f"data.seq_len={cfg.data.seq_len}, but the teacher trained on sequences of "
-                          f"{trained['data']['seq_len']}: set data.seq_len={trained['data']['seq_len']}")
+    kind = "an autoregressive model" if trained["model"]["name"] == "ar" else (
+        None if trained["diffusion"]["graph"] == "absorb" else f"a denoiser on the {trained['diffusion']['graph']} graph")
+    if kind:
+        raise ConfigError(f"distill.teacher={distill['teacher']} is {kind}: distillation halves the steps of the "
+                          "absorbing graph's sampler, so the teacher must be a denoiser trained with diffusion=absorb")
     return teacher
 
 
-def student_config(plain: dict[str, Any], teacher: LitLanguageModel) -> dict[str, Any]:
-    """``plain`` with the teacher's model and diffusion groups: the student is the teacher's network."""
+def student_config(cfg: DictConfig, teacher: LitLanguageModel) -> DictConfig:
+    """``cfg`` with the teacher's model and diffusion groups and sequence length (the student is the teacher's
+    network, on the same blocks), and its data files unless ``data.files`` names a training file."""
     trained = teacher.hparams["cfg"]
-    changed = [g for g in TEACHER_GROUPS if plain.get(g) != trained[g]]
-    if changed:
-        log.info("distill: the student takes the teacher's %s configuration", " and ".join(changed))
-    return plain | {g: trained[g] for g in TEACHER_GROUPS}
+    cfg = copy.deepcopy(cfg)
+    taken = [g for g in TEACHER_GROUPS if OmegaConf.to_container(cfg.get(g) or {}, resolve=True) != trained[g]]
+    with open_dict(cfg):
+        for group in TEACHER_GROUPS:
+            cfg[group] = trained[group]
+        if int(cfg.data.seq_len) != int(trained["data"]["seq_len"]):
+            taken.append(f"sequence length ({trained['data']['seq_len']})")
+            cfg.data.seq_len = trained["data"]["seq_len"]
+        if not (cfg.data.get("files") or {}).get("train") and trained["data"].get("files"):
+            taken.append("data files")
+            cfg.data.files = trained["data"]["files"]
+    if taken:
+        log.info("distill: the student takes the teacher's %s", ", ".join(taken))
+    return cfg
 
 
 def start_from_teacher(module: LitLanguageModel, teacher: LitLanguageModel, steps: int) -> None:

@@ -63,6 +63,11 @@ def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
     check_compile(cfg)
     check_accelerator(cfg.trainer)
     resume_at = resume_step(cfg.get("ckpt_path"))  # a bad ckpt_path fails here, before any work
+    from .distill import load_teacher, start_from_teacher, student_config  # it loads checkpoints, which needs this module
+
+    teacher = load_teacher(cfg)
+    if teacher:
+        cfg = student_config(cfg, teacher)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     quiet_third_party_notices()
@@ -73,17 +78,12 @@ def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
         log.warning("training %d steps on the CPU: experiment=cpu is the preset sized for a CPU (%d steps of "
                     "64×64 tokens, about half an hour on 2 cores)", cfg.trainer.max_steps, CPU_PRESET_STEPS)
 
-    from .distill import load_teacher, start_from_teacher, student_config  # it loads checkpoints, which needs this module
-
-    teacher = load_teacher(cfg)
     tokenizer = {"tokenizer_json": teacher.extra_state["tokenizer"]} if teacher else {}  # the student reads as its teacher
     datamodule = build_datamodule(cfg.data, seed=cfg.seed, **tokenizer)
     datamodule.prepare_data()
     datamodule.setup("fit")
     log.info("data: %s", datamodule.describe())
 
-    if teacher:
-        plain = student_config(plain, teacher)
     module = LitLanguageModel({k: plain[k] for k in MODULE_GROUPS if k in plain}, num_tokens=datamodule.num_tokens, seed=cfg.seed)
     if teacher:
         start_from_teacher(module, teacher, int(cfg.distill.steps))
