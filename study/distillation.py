@@ -20,7 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from run import last_step, resume, run_config
+from crossover import finished
+from run import resume
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,9 +35,9 @@ def check_halving(steps: list[int]) -> None:
 def train_round(teacher: Path, steps: int, run_dir: Path, overrides: list[str]) -> Path:
     """One round (or the rest of a stopped one); the student's ``last.ckpt``."""
     last = run_dir / "checkpoints" / "last.ckpt"
+    if finished(run_dir):
+        return last
     if last.is_file():
-        if last_step(run_dir) >= int(run_config(run_dir)["trainer"]["max_steps"]):
-            return last
         resume(run_dir, [])
         return last
     cmd = [sys.executable, "train.py", "experiment=distill", f"distill.teacher={teacher}", f"distill.steps={steps}",

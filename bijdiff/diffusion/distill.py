@@ -22,14 +22,14 @@ import torch
 from .contract import LogitScoreModel
 from .graph import Graph
 from .noise import Noise
-from .sampling import sample_categorical, unmask_probabilities
+from .sampling import reverse_schedule, sample_categorical, unmask_probabilities
 
 
 def student_grid(noise: Noise, steps: int, device: torch.device | str, t_end: float = 1e-5) -> torch.Tensor:
-    """``[steps, 3]`` rows ``(σ̄_a, σ̄_b, σ̄_c)``: each step of the analytic sampler's ``steps``-step grid
-    (``reverse_schedule``) and the midpoint where the teacher, taking twice the steps, stops in between."""
-    times = torch.linspace(1.0, t_end, steps + 1, device=device)
-    return noise.total(torch.stack([times[:-1], (times[:-1] + times[1:]) / 2, times[1:]], dim=-1))
+    """``[steps, 3]`` rows ``(σ̄_a, σ̄_b, σ̄_c)``: the analytic sampler's grid at twice ``steps`` (the teacher's),
+    each student step ``a → c`` two of the teacher's with ``b`` between them."""
+    sigmas, _ = reverse_schedule(noise, 2 * steps, "analytic", device, t_end)
+    return torch.stack([sigmas[0:-1:2], sigmas[1::2], sigmas[2::2]], dim=-1)
 
 
 @torch.no_grad()
