@@ -15,7 +15,8 @@ optimizer steps (default: the preset's) or until the validation NLL has not impr
 A run stopped part-way (a killed process) goes on from its ``last.ckpt``; a finished one is kept.
 Without ``--data`` nothing trains: a run stopped part-way is reported as it stands, and said to be,
 and an evaluation is made again when the run's best checkpoint has moved on since (or a bound
-was made with other than ``BOUND_T_SAMPLES`` time draws).
+was made with other than ``BOUND_T_SAMPLES`` time draws); ``--no-eval`` runs no evaluation and
+reports the ones in ``--out`` as they are.
 
 Each run's best checkpoint (lowest validation NLL: the early-stopped model) is evaluated on the
 whole test split: the AR model's exact NLL, the diffusion models' bound (``BOUND_T_SAMPLES`` time
@@ -234,6 +235,8 @@ def main() -> None:
                         help="the AR model's regularisation, tuned first (default: the preset's, dropout 0.1 and no weight decay)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
     parser.add_argument("--eval-set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every eval.py run")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="report the evaluations already in --out as they are, without running eval.py")
     parser.add_argument("--title", default="Validation NLL against epochs")
     args = parser.parse_args()
     args.runs = args.runs.resolve()
@@ -257,6 +260,8 @@ def main() -> None:
         exact = ["eval.exact=true"] if diffusion and cfg["diffusion"]["graph"] == "absorb" else []
         bound = [f"eval.t_samples={BOUND_T_SAMPLES}"] if diffusion else []
         result = args.out / f"{name}-ppl.json"
+        if args.no_eval:
+            continue
         if outdated(result, best_step(read_curve(run_dir)), BOUND_T_SAMPLES if diffusion else None):
             result.unlink()  # the run went on and found a better checkpoint since, or the bound is too noisy
         evaluate(run_dir, result, *exact, *bound, extra=args.eval_set)

@@ -118,6 +118,12 @@ def test_two_tiny_models_train_stop_and_are_compared(tmp_path: Path) -> None:
     # a second call finds both runs finished and every evaluation done: nothing is trained again
     again = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=_env())
     assert "$ train.py" not in again.stdout
+    # --no-eval reports what is there: a missing evaluation stays missing instead of being made
+    (out / "standard-ppl.json").unlink()
+    report_only = [a for a in cmd if a not in ("--data", str(data))] + ["--no-eval"]
+    quiet = subprocess.run(report_only, cwd=ROOT, check=True, capture_output=True, text=True, env=_env())
+    assert "$ eval.py" not in quiet.stdout and not (out / "standard-ppl.json").exists()
+    assert "- `standard`: exact " not in (out / "crossover.md").read_text()
 
 
 def _env() -> dict[str, str]:
