@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .diffusion import Graph, LogitScoreModel, Noise, build_noise, dwdse, elbo_nats, given_mask, sample, stratified_times
-from .diffusion.distill import distillation_nats
+from .diffusion.distill import DISTILLATION_METHODS, distillation_nats
 from .errors import ConfigError
 
 
@@ -75,26 +75,35 @@ class DiffusionObjective(Objective):
                       blocks=blocks)
 
 
+def check_distillation_method(method: str) -> None:
+    """``method`` is one of ``DISTILLATION_METHODS``, or a ConfigError that lists them."""
+    if method not in DISTILLATION_METHODS:
+        raise ConfigError(f"distill.method={method}: choose sdtt (the teacher takes both steps a student step "
+                          "learns) or consistency (the teacher the first, the student itself the second)")
+
+
 class DistillationObjective(DiffusionObjective):
     """Self-distillation through time: the model (the student) learns to take one analytic step of a
-    ``steps``-step grid as the frozen ``teacher`` takes two (``distillation_nats``); evaluation and
-    sampling are SEDD's, so the student's bound stays comparable with its teacher's."""
+    ``steps``-step grid as the frozen ``teacher`` takes two (``method="sdtt"``), or as the teacher's step
+    followed by its own (``"consistency"``; ``distillation_nats``); evaluation and sampling are SEDD's, so
+    the student's bound stays comparable with its teacher's."""
 
-    def __init__(self, graph: Graph, noise: Noise, t_min: float, teacher: nn.Module, steps: int) -> None:
+    def __init__(self, graph: Graph, noise: Noise, t_min: float, teacher: nn.Module, steps: int, method: str = "sdtt") -> None:
         super().__init__(graph, noise, t_min)
         if not graph.absorbing or not isinstance(teacher, LogitScoreModel):
             raise ConfigError("distillation matches the absorbing graph's unmasking steps: it needs a teacher "
                               "trained with diffusion=absorb")
         if steps < 1:
             raise ConfigError(f"distill.steps must be ≥ 1 (the student's sampling steps), got {steps}")
-        self.teacher, self.steps = teacher.eval().requires_grad_(False), steps
+        check_distillation_method(method)
+        self.teacher, self.steps, self.method = teacher.eval().requires_grad_(False), steps, method
 
     def to(self, device):
         self.teacher.to(device)
         return self
 
     def train_nats(self, model, x0, mask, rank=0, world_size=1):
-        return distillation_nats(model, self.teacher, self.graph, self.noise, x0, self.steps, mask)
+        return distillation_nats(model, self.teacher, self.graph, self.noise, x0, self.steps, mask, method=self.method)
 
 
 class AutoregressiveObjective(Objective):

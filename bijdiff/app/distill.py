@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..errors import ConfigError
 from ..lit import LitLanguageModel
 from ..lit.ema import EMA
-from ..objectives import DistillationObjective
+from ..objectives import DistillationObjective, check_distillation_method
 from .checkpoint import load_module
 from .common import log
 
@@ -20,6 +20,7 @@ def load_teacher(cfg: DictConfig) -> LitLanguageModel | None:
     distill = cfg.get("distill") or {}
     if not distill.get("teacher"):
         return None
+    check_distillation_method(str(distill.get("method")))
     teacher = load_module(distill["teacher"], use_ema=True)
     trained = teacher.hparams["cfg"]
     kind = "an autoregressive model" if trained["model"]["name"] == "ar" else (
@@ -50,11 +51,13 @@ def student_config(cfg: DictConfig, teacher: LitLanguageModel) -> DictConfig:
     return cfg
 
 
-def start_from_teacher(module: LitLanguageModel, teacher: LitLanguageModel, steps: int) -> None:
-    """Give ``module`` the teacher's weights (and EMA from them) and the distillation objective for ``steps`` steps."""
+def start_from_teacher(module: LitLanguageModel, teacher: LitLanguageModel, steps: int, method: str = "sdtt") -> None:
+    """Give ``module`` the teacher's weights (and EMA from them) and the distillation objective (``method``) for ``steps`` steps."""
     module.model.load_state_dict(teacher.model.state_dict())
     if module.ema is not None:
         module.ema = EMA(module.model, module.ema.decay)
     base = module.objective
-    module.objective = DistillationObjective(base.graph, base.noise, base.t_min, teacher.model, steps)
-    log.info("distill: student starts from the teacher's weights; one of its %d steps learns two of the teacher's", steps)
+    module.objective = DistillationObjective(base.graph, base.noise, base.t_min, teacher.model, steps, method)
+    second = "the teacher's" if method == "sdtt" else "the teacher's first and its own second"
+    log.info("distill (%s): student starts from the teacher's weights; one of its %d steps learns two steps, %s",
+             method, steps, second)

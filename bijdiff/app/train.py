@@ -86,7 +86,7 @@ def _train(cfg: DictConfig, run_dir: RunDirectory) -> dict[str, Any]:
 
     module = LitLanguageModel({k: plain[k] for k in MODULE_GROUPS if k in plain}, num_tokens=datamodule.num_tokens, seed=cfg.seed)
     if teacher:
-        start_from_teacher(module, teacher, int(cfg.distill.steps))
+        start_from_teacher(module, teacher, int(cfg.distill.steps), str(cfg.distill.method))
     module.words_per_token = datamodule.words_per_token("validation")
     module.extra_state = {
         "tokenizer": datamodule.tokenizer_json,

@@ -14,6 +14,12 @@ start and ``q_b`` its law after its first step drew ``x_b``. ``two_step_targets`
 without bias from one teacher path: a position the first step unmasked takes ``q_a``, any other
 ``α·q_a + β·q_b`` with ``β = p₂ / P`` and ``α = 1 − β`` (both targets are distributions, and their
 mean over the path is ``p``). The loss is linear in the target, so its gradient is unbiased too.
+
+``method="consistency"`` is the consistency-style variant (Song et al. 2023's consistency
+distillation, adapted to these unmasking steps): the teacher takes only the first
+step and the student itself, without gradient, the second (``q_b`` is the student's), so the
+student learns to agree with its own prediction one teacher step later instead of copying the
+teacher's two steps. Its targets are unbiased for that mixed law in the same way.
 """
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ from .contract import LogitScoreModel
 from .graph import Graph
 from .noise import Noise
 from .sampling import reverse_schedule, sample_categorical, unmask_probabilities
+
+#: who takes the second of the two steps a student step learns: the teacher, or the student itself
+DISTILLATION_METHODS = ("sdtt", "consistency")
 
 
 def student_grid(noise: Noise, steps: int, device: torch.device | str, t_end: float = 1e-5) -> torch.Tensor:
@@ -39,9 +48,11 @@ def two_step_targets(
     x_a: torch.Tensor,
     sigmas: torch.Tensor,
     generator: torch.Generator | None = None,
+    second: LogitScoreModel | None = None,
 ) -> torch.Tensor:
     """``[M, num_tokens]`` unbiased targets for the ``M`` masked positions of ``x_a [B, L]`` (in order): the
-    law of the token each takes if it unmasks in the teacher's two analytic steps ``sigmas [B, 3]`` (``σ̄_a, σ̄_b, σ̄_c``)."""
+    law of the token each takes if it unmasks in the teacher's two analytic steps ``sigmas [B, 3]`` (``σ̄_a, σ̄_b, σ̄_c``),
+    the second taken by ``second`` instead when given."""
     masked = x_a == graph.mask_id
     levels = sigmas.T.double()
     p1, p2 = unmask_probabilities(levels, levels[:-1] - levels[1:], "analytic")
@@ -54,7 +65,7 @@ def two_step_targets(
     still = masked & ~first
     q_b = torch.zeros_like(q_a)
     if bool(still.any()):
-        q_b[still[masked]] = torch.softmax(teacher.logits_at(x_b, sigmas[:, 1], still).float(), dim=-1)
+        q_b[still[masked]] = torch.softmax((teacher if second is None else second).logits_at(x_b, sigmas[:, 1], still).float(), dim=-1)
     mixed = (1.0 - beta) * q_a + beta * q_b
     return torch.where(first[masked][:, None], q_a, mixed)
 
@@ -68,17 +79,21 @@ def distillation_nats(
     steps: int,
     loss_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    method: str = "sdtt",
 ) -> torch.Tensor:
     """Per sequence ``[B]``: ``Σ KL(target ‖ student)`` over the masked positions of ``x0`` noised to the start of
     a random step of the student's ``steps``-step grid. Its gradient is that of ``Σ KL(p ‖ student)`` (the
-    loss is linear in the target), so it is least where the student's token law is the teacher's two-step
-    law ``p``; its value there is the targets' spread around ``p``, not zero."""
+    loss is linear in the target), so it is least where the student's token law is the two-step law ``p``
+    (the teacher's both steps for ``method="sdtt"``; for ``"consistency"`` the second is the student's own,
+    without gradient); its value there is the targets' spread around ``p``, not zero."""
+    if method not in DISTILLATION_METHODS:
+        raise ValueError(f"distillation method {method!r}: choose one of {DISTILLATION_METHODS}")
     grid = student_grid(noise, steps, x0.device)
     k = torch.randint(0, steps, (x0.shape[0],), device=x0.device, generator=generator)
     sigmas = grid[k]
     x_a = graph.sample_transition(x0, sigmas[:, 0], loss_mask, generator)
     masked = x_a == graph.mask_id
-    target = two_step_targets(teacher, graph, x_a, sigmas, generator)
+    target = two_step_targets(teacher, graph, x_a, sigmas, generator, student if method == "consistency" else None)
     log_student = torch.log_softmax(student.logits_at(x_a, sigmas[:, 0], masked).float(), dim=-1)
     kl = (torch.xlogy(target, target) - target * log_student).sum(-1)
     rows = torch.arange(x0.shape[0], device=x0.device)[:, None].expand_as(x_a)[masked]
