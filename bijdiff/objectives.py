@@ -75,11 +75,13 @@ class DiffusionObjective(Objective):
                       blocks=blocks)
 
 
-def check_distillation_method(method: str) -> None:
-    """``method`` is one of ``DISTILLATION_METHODS``, or a ConfigError that lists them."""
+def check_distillation(steps: int, method: str) -> None:
+    """A student's ``steps`` (at least 1) and ``method`` (one of ``DISTILLATION_METHODS``), or a ConfigError that says what to give."""
+    if steps < 1:
+        raise ConfigError(f"distill.steps must be ≥ 1 (the student's sampling steps), got {steps}")
     if method not in DISTILLATION_METHODS:
-        raise ConfigError(f"distill.method={method}: choose sdtt (the teacher takes both steps a student step "
-                          "learns) or consistency (the teacher the first, the student itself the second)")
+        choices = "; ".join(f"{name}: {who}" for name, who in DISTILLATION_METHODS.items())
+        raise ConfigError(f"distill.method={method}: choose who takes the two steps a student step learns ({choices})")
 
 
 class DistillationObjective(DiffusionObjective):
@@ -93,9 +95,7 @@ class DistillationObjective(DiffusionObjective):
         if not graph.absorbing or not isinstance(teacher, LogitScoreModel):
             raise ConfigError("distillation matches the absorbing graph's unmasking steps: it needs a teacher "
                               "trained with diffusion=absorb")
-        if steps < 1:
-            raise ConfigError(f"distill.steps must be ≥ 1 (the student's sampling steps), got {steps}")
-        check_distillation_method(method)
+        check_distillation(steps, method)
         self.teacher, self.steps, self.method = teacher.eval().requires_grad_(False), steps, method
 
     def to(self, device):

@@ -257,13 +257,17 @@ def main() -> None:
         save_curve(run_dir, args.out / "curves" / f"{name}.csv")
         cfg = run_config(run_dir)  # ordered unmasking needs the absorbing graph; the AR model's NLL is exact anyway
         diffusion = cfg["model"]["name"] != "ar"
+        result = args.out / f"{name}-ppl.json"
+        stale = outdated(result, best_step(read_curve(run_dir)), BOUND_T_SAMPLES if diffusion else None)
+        if args.no_eval:
+            if stale:
+                print(f"crossover: {result} measured another checkpoint or drew other than {BOUND_T_SAMPLES} times "
+                      "per sequence; reported as it is", flush=True)
+            continue
+        if stale:
+            result.unlink()  # the run went on and found a better checkpoint since, or the bound is too noisy
         exact = ["eval.exact=true"] if diffusion and cfg["diffusion"]["graph"] == "absorb" else []
         bound = [f"eval.t_samples={BOUND_T_SAMPLES}"] if diffusion else []
-        result = args.out / f"{name}-ppl.json"
-        if args.no_eval:
-            continue
-        if outdated(result, best_step(read_curve(run_dir)), BOUND_T_SAMPLES if diffusion else None):
-            result.unlink()  # the run went on and found a better checkpoint since, or the bound is too noisy
         evaluate(run_dir, result, *exact, *bound, extra=args.eval_set)
     plot(args.out, args.models, args.seeds, args.title)
     (args.out / "crossover.md").write_text(report(args.out, args.models, args.seeds, unfinished))

@@ -151,6 +151,26 @@ def test_a_distillation_run_trains_the_teacher_s_network_from_its_weights(teache
     assert math.isfinite(result["best_val_nll"])
 
 
+def test_the_student_takes_its_own_second_step_without_gradient_or_dropout() -> None:
+    """The consistency target asks the student in eval mode (the sampler's law) under no gradient, and leaves it training."""
+    modes = []
+
+    class Recording(TiltedOracle):
+        def __init__(self) -> None:
+            super().__init__(seed=6)
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+
+        def logits(self, x_t, sigma):
+            modes.append(self.training)
+            return super().logits(x_t, sigma) + self.weight
+
+    student = Recording().train()
+    targets = two_step_targets(TiltedOracle(), Absorbing(V), torch.full((64, 4), MASK), SIGMAS.expand(64, -1),
+                               torch.Generator().manual_seed(0), student)
+    assert modes == [False] and student.training
+    assert not targets.requires_grad
+
+
 def test_the_student_starts_as_its_teacher(teacher) -> None:
     trained = load_module(teacher)
     module = LitLanguageModel(trained.hparams["cfg"], trained.hparams["num_tokens"], seed=5)
@@ -161,6 +181,11 @@ def test_the_student_starts_as_its_teacher(teacher) -> None:
         assert all(torch.equal(a, b) for a, b in zip(module.model.parameters(), trained.model.parameters()))
     assert module.objective.teacher is trained.model and module.objective.steps == 4
     assert module.objective.method == "consistency"
+    seen = {}
+    with pytest.MonkeyPatch.context() as patch:  # the objective hands its method to the loss
+        patch.setattr("bijdiff.objectives.distillation_nats", lambda *args, **kwargs: seen.update(kwargs))
+        module.objective.train_nats(module.model, torch.zeros(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.bool))
+    assert seen["method"] == "consistency"
 
 
 def test_bad_teachers_are_refused_with_what_to_change(teacher, tiny_train_cfg, tmp_path, wiki_files) -> None:
@@ -169,7 +194,9 @@ def test_bad_teachers_are_refused_with_what_to_change(teacher, tiny_train_cfg, t
         train(tiny_train_cfg(f"distill.teacher={ar}"))
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         train(tiny_train_cfg(f"distill.teacher={tmp_path / 'nothing.ckpt'}"))
-    with pytest.raises(ConfigError, match="distill.steps must be ≥ 1"):
-        train(tiny_train_cfg(f"distill.teacher={teacher}", "distill.steps=0"))
-    with pytest.raises(ConfigError, match="distill.method=ddim: choose sdtt .* or consistency"):
-        train(tiny_train_cfg(f"distill.teacher={teacher}", "distill.method=ddim"))
+    for bad, message in (("distill.method=ddim", "distill.method=ddim: choose .*sdtt: .*consistency: "),
+                         ("distill.steps=0", "distill.steps must be ≥ 1")):
+        with pytest.raises(ConfigError, match=message):
+            train(tiny_train_cfg(f"distill.teacher={teacher}", bad))
+        with pytest.raises(ConfigError, match=message):  # before any teacher is loaded
+            train(tiny_train_cfg(f"distill.teacher={tmp_path / 'nothing.ckpt'}", bad))

@@ -8,7 +8,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..errors import ConfigError
 from ..lit import LitLanguageModel
 from ..lit.ema import EMA
-from ..objectives import DistillationObjective, check_distillation_method
+from ..diffusion.distill import DISTILLATION_METHODS
+from ..objectives import DistillationObjective, check_distillation
 from .checkpoint import load_module
 from .common import log
 
@@ -20,7 +21,7 @@ def load_teacher(cfg: DictConfig) -> LitLanguageModel | None:
     distill = cfg.get("distill") or {}
     if not distill.get("teacher"):
         return None
-    check_distillation_method(str(distill.get("method")))
+    check_distillation(int(distill.get("steps")), str(distill.get("method")))
     teacher = load_module(distill["teacher"], use_ema=True)
     trained = teacher.hparams["cfg"]
     kind = "an autoregressive model" if trained["model"]["name"] == "ar" else (
@@ -58,6 +59,5 @@ def start_from_teacher(module: LitLanguageModel, teacher: LitLanguageModel, step
         module.ema = EMA(module.model, module.ema.decay)
     base = module.objective
     module.objective = DistillationObjective(base.graph, base.noise, base.t_min, teacher.model, steps, method)
-    second = "the teacher's" if method == "sdtt" else "the teacher's first and its own second"
-    log.info("distill (%s): student starts from the teacher's weights; one of its %d steps learns two steps, %s",
-             method, steps, second)
+    log.info("distill (%s): student starts from the teacher's weights; one of its %d steps learns two steps: %s",
+             method, steps, DISTILLATION_METHODS[method])

@@ -15,23 +15,46 @@ without bias from one teacher path: a position the first step unmasked takes ``q
 ``α·q_a + β·q_b`` with ``β = p₂ / P`` and ``α = 1 − β`` (both targets are distributions, and their
 mean over the path is ``p``). The loss is linear in the target, so its gradient is unbiased too.
 
-``method="consistency"`` is the consistency-style variant (Song et al. 2023's consistency
-distillation, adapted to these unmasking steps): the teacher takes only the first
-step and the student itself, without gradient, the second (``q_b`` is the student's), so the
-student learns to agree with its own prediction one teacher step later instead of copying the
-teacher's two steps. Its targets are unbiased for that mixed law in the same way.
+``method="consistency"`` is a consistency-style variant: the teacher takes only the first step and
+the student itself the second (``q_b`` is the student's, without gradient and without dropout), so
+the student learns to agree with its own prediction one teacher step later instead of copying the
+teacher's two steps. Its targets are unbiased for that mixed law in the same way. It differs from
+Song et al. (2023)'s consistency distillation in two ways: the target is the online student (a
+stop-gradient copy, as in Song and Dhariwal 2023's improved consistency training), not an EMA of
+it, and the student is asked at ``σ̄_b``, between the points of its own grid where it trains (it
+starts there as the teacher and is held there only by generalising across noise levels).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
+from torch import nn
 
 from .contract import LogitScoreModel
 from .graph import Graph
 from .noise import Noise
 from .sampling import reverse_schedule, sample_categorical, unmask_probabilities
 
-#: who takes the second of the two steps a student step learns: the teacher, or the student itself
-DISTILLATION_METHODS = ("sdtt", "consistency")
+#: who takes the two steps a student step learns, by method
+DISTILLATION_METHODS = {
+    "sdtt": "the teacher takes both",
+    "consistency": "the teacher takes the first, the student itself the second",
+}
+
+
+@contextmanager
+def evaluating(model: LogitScoreModel) -> Iterator[LogitScoreModel]:
+    """``model`` in eval mode (no dropout) for the block, then back in the mode it was in."""
+    training = isinstance(model, nn.Module) and model.training
+    if training:
+        model.eval()
+    try:
+        yield model
+    finally:
+        if training:
+            model.train()
 
 
 def student_grid(noise: Noise, steps: int, device: torch.device | str, t_end: float = 1e-5) -> torch.Tensor:
@@ -52,7 +75,7 @@ def two_step_targets(
 ) -> torch.Tensor:
     """``[M, num_tokens]`` unbiased targets for the ``M`` masked positions of ``x_a [B, L]`` (in order): the
     law of the token each takes if it unmasks in the teacher's two analytic steps ``sigmas [B, 3]`` (``σ̄_a, σ̄_b, σ̄_c``),
-    the second taken by ``second`` instead when given."""
+    the second taken by ``second`` instead when given (in eval mode, as the sampler would take it)."""
     masked = x_a == graph.mask_id
     levels = sigmas.T.double()
     p1, p2 = unmask_probabilities(levels, levels[:-1] - levels[1:], "analytic")
@@ -65,7 +88,8 @@ def two_step_targets(
     still = masked & ~first
     q_b = torch.zeros_like(q_a)
     if bool(still.any()):
-        q_b[still[masked]] = torch.softmax((teacher if second is None else second).logits_at(x_b, sigmas[:, 1], still).float(), dim=-1)
+        with evaluating(teacher if second is None else second) as model:
+            q_b[still[masked]] = torch.softmax(model.logits_at(x_b, sigmas[:, 1], still).float(), dim=-1)
     mixed = (1.0 - beta) * q_a + beta * q_b
     return torch.where(first[masked][:, None], q_a, mixed)
 
@@ -87,7 +111,7 @@ def distillation_nats(
     (the teacher's both steps for ``method="sdtt"``; for ``"consistency"`` the second is the student's own,
     without gradient); its value there is the targets' spread around ``p``, not zero."""
     if method not in DISTILLATION_METHODS:
-        raise ValueError(f"distillation method {method!r}: choose one of {DISTILLATION_METHODS}")
+        raise ValueError(f"distillation method {method!r}: choose one of {list(DISTILLATION_METHODS)}")
     grid = student_grid(noise, steps, x0.device)
     k = torch.randint(0, steps, (x0.shape[0],), device=x0.device, generator=generator)
     sigmas = grid[k]
