@@ -90,7 +90,7 @@ class DistillationObjective(DiffusionObjective):
     followed by its own (``"consistency"``; ``distillation_nats``); evaluation and sampling are SEDD's, so
     the student's bound stays comparable with its teacher's."""
 
-    def __init__(self, graph: Graph, noise: Noise, t_min: float, teacher: nn.Module, steps: int, method: str = "sdtt") -> None:
+    def __init__(self, graph: Graph, noise: Noise, t_min: float, teacher: nn.Module, steps: int, method: str) -> None:
         super().__init__(graph, noise, t_min)
         if not graph.absorbing or not isinstance(teacher, LogitScoreModel):
             raise ConfigError("distillation matches the absorbing graph's unmasking steps: it needs a teacher "

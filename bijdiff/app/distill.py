@@ -52,7 +52,7 @@ def student_config(cfg: DictConfig, teacher: LitLanguageModel) -> DictConfig:
     return cfg
 
 
-def start_from_teacher(module: LitLanguageModel, teacher: LitLanguageModel, steps: int, method: str = "sdtt") -> None:
+def start_from_teacher(module: LitLanguageModel, teacher: LitLanguageModel, steps: int, method: str) -> None:
     """Give ``module`` the teacher's weights (and EMA from them) and the distillation objective (``method``) for ``steps`` steps."""
     module.model.load_state_dict(teacher.model.state_dict())
     if module.ema is not None:
